@@ -1,0 +1,108 @@
+"""The application factory: settings in, a wired FastAPI app out."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.middleware.cors import CORSMiddleware
+
+from taskapi import __version__
+from taskapi.auth.jwks import JWKSCache
+from taskapi.auth.tokens import TokenVerifier
+from taskapi.config import Settings, load_settings
+from taskapi.db import create_engine, ensure_schema, resolve_database_url
+from taskapi.errors import install_error_handlers
+from taskapi.health import router as health_router
+from taskapi.middleware import EdgeMiddleware
+from taskapi.tasks.router import router as tasks_router
+from taskapi.users.service import UserProvisioner
+
+logger = logging.getLogger("taskapi")
+
+DESCRIPTION = (
+    "Per-user task management behind Better Auth tokens. Every error body is "
+    '`{"detail": "...", "code": "..."}`; see the README for the codes.'
+)
+EXPOSED_HEADERS = ["Location", "Link", "Retry-After", "X-Request-ID", "RateLimit",
+                   "RateLimit-Policy"]
+
+
+def _lifespan(settings: Settings) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        jwks: JWKSCache | None = None
+        try:
+            await ensure_schema(engine, migrate=resolve_database_url(settings).is_sqlite)
+            if settings.jwks_url:
+                jwks = JWKSCache(
+                    settings.jwks_url,
+                    ttl=settings.jwks_cache_seconds,
+                    refetch_cooldown=settings.jwks_refetch_cooldown_seconds,
+                    fetch_timeout=settings.jwks_fetch_timeout_seconds,
+                )
+                await jwks.start()
+            app.state.settings = settings
+            app.state.engine = engine
+            app.state.verifier = TokenVerifier(settings, jwks)
+            app.state.provisioner = UserProvisioner(settings.user_cache_size)
+            yield
+        finally:
+            if jwks is not None:
+                await jwks.aclose()
+            await engine.dispose()
+
+    return lifespan
+
+
+def _install_openapi(app: FastAPI) -> None:
+    """Declare the bearer scheme and require it on every task operation."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            }
+            for path, operations in schema["paths"].items():
+                if path.startswith("/api/"):
+                    for operation in operations.values():
+                        operation["security"] = [{"bearerAuth": []}]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the service; settings default to the environment and `.env`."""
+    settings = settings or load_settings()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = FastAPI(
+        title="Task Management API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=_lifespan(settings),
+        redirect_slashes=False,
+    )
+    install_error_handlers(app, settings.retry_after_seconds)
+    app.include_router(health_router)
+    app.include_router(tasks_router)
+    _install_openapi(app)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=EXPOSED_HEADERS,
+        max_age=600,
+    )
+    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
+    return app

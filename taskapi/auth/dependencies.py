@@ -1,0 +1,51 @@
+"""The `CurrentUser` dependency: parse the Bearer header, verify, provision."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from taskapi.auth.tokens import Identity, TokenVerifier
+from taskapi.db import Session
+from taskapi.errors import AuthenticationError, InvalidAuthHeaderError, MissingTokenError
+from taskapi.requestctx import request_id
+from taskapi.users.service import UserProvisioner
+
+logger = logging.getLogger("taskapi.auth")
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header."""
+    if authorization is None:
+        raise MissingTokenError()
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token or " " in token.strip() or not token.strip():
+        raise InvalidAuthHeaderError()
+    return token.strip()
+
+
+async def authenticate(request: Request) -> Identity:
+    """Verify the request's token; failures are logged with their code, never the token."""
+    verifier: TokenVerifier = request.app.state.verifier
+    try:
+        identity = await verifier.verify(bearer_token(request.headers.get("authorization")))
+    except AuthenticationError as error:
+        logger.info("authentication failed code=%s request_id=%s path=%s",
+                    error.code, request_id(), request.url.path)
+        raise
+    request.scope["taskapi.user"] = identity.sub
+    return identity
+
+
+async def current_user(
+    session: Session, identity: Annotated[Identity, Depends(authenticate)], request: Request
+) -> Identity:
+    """The authenticated user, provisioned in the database on first sight."""
+    provisioner: UserProvisioner = request.app.state.provisioner
+    await provisioner.ensure(session, identity)
+    return identity
+
+
+CurrentUser = Annotated[Identity, Depends(current_user)]

@@ -1,0 +1,173 @@
+"""Settings, read from the environment or a `.env` file in the working directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import cached_property
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+logger = logging.getLogger("taskapi.config")
+
+# Used only when ENVIRONMENT=development and no verification key is configured, so that
+# `make run` and `make token` work on a fresh clone. Refused in production.
+DEVELOPMENT_JWT_SECRET = "development-only-secret-do-not-use-in-production"
+MIN_SECRET_LENGTH = 32
+HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+ASYMMETRIC_ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
+PRODUCTION_LIKE = ("production", "staging")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or unsafe; the message says what to set."""
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; `.env.example` documents each one."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    environment: Literal["development", "test", "staging", "production"] = "development"
+    database_url: str | None = None
+    sqlite_path: str = "taskapi.db"
+
+    jwt_secret: SecretStr | None = None
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_algorithms: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(ASYMMETRIC_ALGORITHMS)
+    )
+    jwt_leeway_seconds: float = Field(default=30.0, ge=0, le=300)
+    jwks_cache_seconds: float = Field(default=300.0, ge=10)
+    jwks_refetch_cooldown_seconds: float = Field(default=10.0, ge=0.1)
+    jwks_fetch_timeout_seconds: float = Field(default=3.0, gt=0, le=30)
+    max_token_bytes: int = Field(default=8192, ge=512, le=65536)
+    token_cache_size: int = Field(default=10_000, ge=0)
+    user_cache_size: int = Field(default=10_000, ge=0)
+
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["http://localhost:3000"]
+    )
+
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_max_overflow: int = Field(default=5, ge=0, le=200)
+    db_pool_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    db_connect_timeout_seconds: float = Field(default=5.0, gt=0, le=120)
+    db_statement_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    db_idle_ping_seconds: float = Field(default=10.0, ge=0)
+    db_prepared_statements: bool | None = None
+    retry_after_seconds: int = Field(default=5, ge=1, le=3600)
+
+    max_body_bytes: int = Field(default=65_536, ge=1024, le=10 * 1024 * 1024)
+
+    rate_limit_enabled: bool = True
+    rate_limit_per_minute: int = Field(default=600, ge=1)
+    rate_limit_burst: int = Field(default=100, ge=1)
+    rate_limit_anonymous_per_minute: int = Field(default=120, ge=1)
+    redis_url: str | None = None
+
+    log_level: str = "INFO"
+
+    @field_validator("cors_origins", "jwt_algorithms", mode="before")
+    @classmethod
+    def _parse_list(cls, value: object) -> object:
+        """Accept a JSON array (the spec's form) or a comma-separated list."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"not a valid JSON array: {exc.msg}") from None
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _known_algorithms(cls, value: list[str]) -> list[str]:
+        """Only asymmetric algorithms may come from a JWKS."""
+        unknown = [alg for alg in value if alg not in ASYMMETRIC_ALGORITHMS]
+        if unknown:
+            raise ValueError(
+                f"unsupported algorithm(s) {unknown}; choose from {list(ASYMMETRIC_ALGORITHMS)}"
+            )
+        return value
+
+    @field_validator("jwt_secret", "jwks_url", "jwt_issuer", "jwt_audience", "redis_url",
+                     "database_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty variable means unset, as a blank line in `.env` would."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_safety(self) -> Settings:
+        """Refuse unsafe production settings with a message naming what to set."""
+        if self.jwt_secret is None and self.jwks_url is None:
+            if self.environment in PRODUCTION_LIKE:
+                raise ConfigError(
+                    "JWT_SECRET is not set. Set JWT_SECRET to the secret your Better Auth server "
+                    f"uses (at least {MIN_SECRET_LENGTH} characters, e.g. `openssl rand -hex 32`), "
+                    "or set JWKS_URL to Better Auth's /api/auth/jwks endpoint."
+                )
+            object.__setattr__(self, "jwt_secret", SecretStr(DEVELOPMENT_JWT_SECRET))
+            logger.warning("JWT_SECRET is not set: using the public development secret")
+        if self.environment in PRODUCTION_LIKE:
+            secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
+            if secret is not None and (
+                len(secret) < MIN_SECRET_LENGTH or secret == DEVELOPMENT_JWT_SECRET
+            ):
+                raise ConfigError(
+                    f"JWT_SECRET is too short or a placeholder for ENVIRONMENT={self.environment}: "
+                    f"use at least {MIN_SECRET_LENGTH} random characters (`openssl rand -hex 32`)."
+                )
+            if any(origin.strip() == "*" for origin in self.cors_origins):
+                raise ConfigError(
+                    "CORS_ORIGINS contains '*', which is refused in production: list the exact "
+                    'frontend origins, e.g. CORS_ORIGINS=["https://app.example.com"].'
+                )
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        """Whether the production-only safety rules apply."""
+        return self.environment in PRODUCTION_LIKE
+
+    @cached_property
+    def jwks_origin(self) -> str | None:
+        """Better Auth's base URL as seen from JWKS_URL (scheme://host[:port])."""
+        if self.jwks_url is None:
+            return None
+        parts = urlsplit(self.jwks_url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def expected_issuer(self) -> str | None:
+        """Issuer required of JWKS-verified tokens: JWT_ISSUER, else Better Auth's base URL."""
+        return self.jwt_issuer or self.jwks_origin
+
+    @property
+    def expected_audience(self) -> str | None:
+        """Audience required of JWKS-verified tokens: JWT_AUDIENCE, else Better Auth's base URL."""
+        return self.jwt_audience or self.jwks_origin
+
+
+def load_settings() -> Settings:
+    """Read settings, turning validation failures into one readable ConfigError."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]).upper() or "settings"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{field}: {message}")
+        raise ConfigError("Invalid configuration:\n  " + "\n  ".join(problems)) from None

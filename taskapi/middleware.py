@@ -1,0 +1,132 @@
+"""The edge: one pure ASGI middleware for what every request needs before routing."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from taskapi.requestctx import set_request_id
+
+_SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._\-]{1,64}$")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+MAX_HEADER_BYTES = 16_384
+_SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"cache-control", b"no-store"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+async def _send_error(send: Send, status: int, code: str, detail: str,
+                      extra: list[tuple[bytes, bytes]]) -> None:
+    body = orjson.dumps({"detail": detail, "code": code})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *extra,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class EdgeMiddleware:
+    """Request id, trailing-slash folding, size bounds and security headers.
+
+    - `/api/v1/tasks/` is served as `/api/v1/tasks` directly: no 307, which would make
+      clients drop the Authorization header.
+    - Bodies over `max_body_bytes` are refused with 413 while they stream in; the app
+      then reads the buffered body, so nothing unbounded is ever held.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id: bytes | None = None
+        content_length: bytes | None = None
+        total = 0
+        for name, value in scope["headers"]:
+            total += len(name) + len(value)
+            if name == b"x-request-id" and _SAFE_REQUEST_ID.match(value):
+                request_id = value
+            elif name == b"content-length":
+                content_length = value
+        rid = request_id.decode() if request_id else uuid.uuid4().hex
+        set_request_id(rid)
+        extra = [*_SECURITY_HEADERS, (b"x-request-id", rid.encode())]
+        if total > MAX_HEADER_BYTES:
+            await _send_error(send, 431, "HEADERS_TOO_LARGE", "Request headers are too large",
+                              extra)
+            return
+
+        path: str = scope["path"]
+        if len(path) > 1 and path.endswith("/"):
+            scope = dict(scope)
+            scope["path"] = path.rstrip("/") or "/"
+            scope["raw_path"] = scope["path"].encode()
+
+        if scope["method"] in _BODY_METHODS:
+            if content_length is not None:
+                try:
+                    declared = int(content_length)
+                except ValueError:
+                    declared = -1
+                if declared < 0:
+                    await _send_error(send, 400, "BAD_REQUEST", "Invalid Content-Length", extra)
+                    return
+                if declared > self.max_body_bytes:
+                    await _send_error(send, 413, "PAYLOAD_TOO_LARGE",
+                                      f"Request body exceeds {self.max_body_bytes} bytes", extra)
+                    return
+            replay = await self._read_bounded(receive)
+            if replay is None:
+                await _send_error(send, 413, "PAYLOAD_TOO_LARGE",
+                                  f"Request body exceeds {self.max_body_bytes} bytes", extra)
+                return
+            receive = replay
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+    async def _read_bounded(self, receive: Receive) -> Receive | None:
+        """Read the body up to the limit; None if it is larger. Returns a replaying receive."""
+        chunks: list[bytes] = []
+        size = 0
+        disconnect: Message | None = None
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnect = message
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        pending: list[Message] = (
+            [disconnect] if disconnect else
+            [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+        )
+
+        async def replay() -> Message:
+            if pending:
+                return pending.pop()
+            return await receive()
+
+        return replay
+
+

@@ -1,0 +1,88 @@
+"""Every table in one place (SQLAlchemy Core), with an explicit constraint naming convention."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+USER_ID_MAX = 255
+EMAIL_MAX = 320
+NAME_MAX = 255
+AVATAR_URL_MAX = 2048
+TITLE_MAX = 200
+DESCRIPTION_MAX = 10_000
+PRIORITIES = ("low", "medium", "high")
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend (SQLite stores it naive)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", sa.String(USER_ID_MAX), primary_key=True),
+    sa.Column("email", sa.String(EMAIL_MAX), nullable=True),
+    sa.Column("name", sa.String(NAME_MAX), nullable=True),
+    sa.Column("avatar_url", sa.String(AVATAR_URL_MAX), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+        sa.Identity(always=False),
+        primary_key=True,
+    ),
+    sa.Column("title", sa.String(TITLE_MAX), nullable=False),
+    sa.Column("description", sa.Text(), nullable=True),
+    sa.Column("completed", sa.Boolean(), nullable=False, server_default=sa.false()),
+    sa.Column("priority", sa.String(10), nullable=True),
+    sa.Column("due_date", UTCDateTime(), nullable=True),
+    sa.Column(
+        "user_id",
+        sa.String(USER_ID_MAX),
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.CheckConstraint("priority IN ('low', 'medium', 'high')", name="priority"),
+    # Keyset pagination per owner, alone or with one filter: each query is an index range scan.
+    sa.Index("ix_tasks_user_id_id", "user_id", "id"),
+    sa.Index("ix_tasks_user_id_completed_id", "user_id", "completed", "id"),
+    sa.Index("ix_tasks_user_id_priority_id", "user_id", "priority", "id"),
+    sqlite_autoincrement=True,  # never reuse a deleted task's id
+)

@@ -1,0 +1,17 @@
+"""The request id, carried in a context variable so log lines can name it."""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+
+_request_id: ContextVar[str] = ContextVar("request_id", default="-")
+
+
+def request_id() -> str:
+    """The id of the request being served, or '-' outside one."""
+    return _request_id.get()
+
+
+def set_request_id(value: str) -> None:
+    """Set the current request's id (done once, by the edge middleware)."""
+    _request_id.set(value)

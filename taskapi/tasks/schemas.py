@@ -1,0 +1,109 @@
+"""Request and response bodies of the tasks API, with every bound documented in the schema."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from taskapi.models import DESCRIPTION_MAX, TITLE_MAX
+
+
+class Priority(StrEnum):
+    low = "low"
+    medium = "medium"
+    high = "high"
+
+
+def storable(value: str) -> str:
+    """Refuse what PostgreSQL cannot store in text: NUL, and lone UTF-16 surrogates."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+def not_blank(value: str) -> str:
+    """A title of only white space is no title."""
+    if not value.strip():
+        raise ValueError("must not be blank")
+    return value
+
+
+def as_utc(value: datetime) -> datetime:
+    """Naive means UTC; aware is converted to UTC (a value outside years 1-9999 is refused)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
+
+
+Title = Annotated[
+    str,
+    Field(min_length=1, max_length=TITLE_MAX, examples=["Complete project documentation"]),
+    AfterValidator(storable),
+    AfterValidator(not_blank),
+]
+Description = Annotated[
+    str,
+    Field(max_length=DESCRIPTION_MAX, examples=["Write comprehensive API docs"]),
+    AfterValidator(storable),
+]
+DueDate = Annotated[
+    datetime,
+    Field(description="ISO 8601; a value without offset is taken as UTC"),
+    AfterValidator(as_utc),
+]
+
+
+def _no_default(schema: dict[str, Any]) -> None:
+    """Leave `default: null` out of the schema of fields that may be omitted but not null."""
+    schema.pop("default", None)
+
+
+class TaskCreate(BaseModel):
+    """A new task. Read-only fields (id, user_id, timestamps) are ignored if sent."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    title: Title
+    description: Description | None = None
+    completed: bool = False
+    priority: Priority | None = None
+    due_date: DueDate | None = None
+
+
+class TaskUpdate(BaseModel):
+    """A partial update: only the fields sent change; `null` clears an optional field.
+
+    `title` and `completed` may be omitted but not set to null.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    title: Title = Field(default=None, json_schema_extra=_no_default)  # type: ignore[assignment]
+    description: Description | None = None
+    completed: bool = Field(default=None, json_schema_extra=_no_default)  # type: ignore[assignment]
+    priority: Priority | None = None
+    due_date: DueDate | None = None
+
+
+class TaskRead(BaseModel):
+    """A task as the API returns it; timestamps are UTC with a `Z` suffix."""
+
+    id: int
+    title: str
+    description: str | None
+    completed: bool
+    priority: Priority | None
+    due_date: datetime | None
+    user_id: str
+    created_at: datetime
+    updated_at: datetime

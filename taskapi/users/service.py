@@ -1,0 +1,74 @@
+"""Users are provisioned from verified tokens: created on first sight, profile kept current."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+
+from taskapi.auth.tokens import Identity
+from taskapi.db import DBSession
+from taskapi.models import users
+
+Profile = tuple[str | None, str | None, str | None]
+
+
+def _upsert(dialect_name: str, identity: Identity) -> Any:
+    """INSERT .. ON CONFLICT (id) DO UPDATE, touching the row only if the profile changed."""
+    insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
+    now = datetime.now(UTC)
+    statement = insert(users).values(
+        id=identity.sub,
+        email=identity.email,
+        name=identity.name,
+        avatar_url=identity.avatar_url,
+        created_at=now,
+        updated_at=now,
+    )
+    new = statement.excluded
+    return statement.on_conflict_do_update(
+        index_elements=[users.c.id],
+        set_={
+            "email": new.email,
+            "name": new.name,
+            "avatar_url": new.avatar_url,
+            "updated_at": new.updated_at,
+        },
+        where=(
+            users.c.email.is_distinct_from(new.email)
+            | users.c.name.is_distinct_from(new.name)
+            | users.c.avatar_url.is_distinct_from(new.avatar_url)
+        ),
+    )
+
+
+class UserProvisioner:
+    """Get-or-create users by `sub`; remembers (bounded) which profiles are already stored.
+
+    Concurrent first requests of one user are safe: the upsert never fails on the
+    primary key, so all of them succeed and one row results.
+    """
+
+    def __init__(self, cache_size: int) -> None:
+        self._known: dict[str, Profile] = {}
+        self._cache_size = cache_size
+
+    async def ensure(self, session: DBSession, identity: Identity) -> None:
+        """Make sure the user's row exists with the token's profile."""
+        profile = identity.profile
+        if self._known.get(identity.sub) == profile:
+            return
+        await session.connection.execute(_upsert(session.dialect_name, identity))
+        session.after_commit(lambda: self._remember(identity.sub, profile))
+
+    def forget(self, sub: str) -> None:
+        """Drop a user from the cache (its row may be gone)."""
+        self._known.pop(sub, None)
+
+    def _remember(self, sub: str, profile: Profile) -> None:
+        if not self._cache_size:
+            return
+        if sub not in self._known and len(self._known) >= self._cache_size:
+            del self._known[next(iter(self._known))]
+        self._known[sub] = profile
