@@ -28,8 +28,14 @@ DESCRIPTION = (
     "Per-user task management behind Better Auth tokens. Every error body is "
     '`{"detail": "...", "code": "..."}`; see the README for the codes.'
 )
-EXPOSED_HEADERS = ["Location", "Link", "Retry-After", "X-Request-ID", "RateLimit",
-                   "RateLimit-Policy"]
+EXPOSED_HEADERS = [
+    "Location",
+    "Link",
+    "Retry-After",
+    "X-Request-ID",
+    "RateLimit",
+    "RateLimit-Policy",
+]
 
 
 def _lifespan(settings: Settings) -> Any:
@@ -65,8 +71,9 @@ def _install_openapi(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version,
-                                 description=app.description, routes=app.routes)
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
             schema.setdefault("components", {})["securitySchemes"] = {
                 "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
             }
@@ -83,8 +90,9 @@ def _install_openapi(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the service; settings default to the environment and `.env`."""
     settings = settings or load_settings()
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
     app = FastAPI(
         title="Task Management API",
         version=__version__,

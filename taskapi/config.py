@@ -20,6 +20,14 @@ MIN_SECRET_LENGTH = 32
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 ASYMMETRIC_ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
 PRODUCTION_LIKE = ("production", "staging")
+# Example values from the docs: long enough, but public.
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        DEVELOPMENT_JWT_SECRET,
+        "change-me-to-at-least-32-random-characters",
+        "your-secret-key-min-32-chars-change-this-in-production",
+    }
+)
 
 
 class ConfigError(ValueError):
@@ -99,8 +107,15 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("jwt_secret", "jwks_url", "jwt_issuer", "jwt_audience", "redis_url",
-                     "database_url", mode="before")
+    @field_validator(
+        "jwt_secret",
+        "jwks_url",
+        "jwt_issuer",
+        "jwt_audience",
+        "redis_url",
+        "database_url",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """An empty variable means unset, as a blank line in `.env` would."""
@@ -121,7 +136,7 @@ class Settings(BaseSettings):
         if self.environment in PRODUCTION_LIKE:
             secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
             if secret is not None and (
-                len(secret) < MIN_SECRET_LENGTH or secret == DEVELOPMENT_JWT_SECRET
+                len(secret) < MIN_SECRET_LENGTH or secret in PLACEHOLDER_SECRETS
             ):
                 raise ConfigError(
                     f"JWT_SECRET is too short or a placeholder for ENVIRONMENT={self.environment}: "

@@ -131,8 +131,9 @@ _HTTP_CODES = {
 _HTTP_DETAILS = {404: "Not found", 405: "Method not allowed"}
 
 
-def error_response(status: int, code: str, detail: str,
-                   headers: Mapping[str, str] | None = None) -> Response:
+def error_response(
+    status: int, code: str, detail: str, headers: Mapping[str, str] | None = None
+) -> Response:
     """Render the one error body."""
     return json_response({"detail": detail, "code": code}, status, headers)
 
@@ -161,8 +162,7 @@ def is_unavailable(exc: BaseException) -> bool:
         # 08: connection exception, 53: insufficient resources, 57P0x: shutdown/starting up,
         # 57014: statement timeout/cancelled, 40001/40P01: serialisation failure/deadlock.
         if isinstance(sqlstate, str) and (
-            sqlstate.startswith(("08", "53", "57P"))
-            or sqlstate in ("57014", "40001", "40P01")
+            sqlstate.startswith(("08", "53", "57P")) or sqlstate in ("57014", "40001", "40P01")
         ):
             return True
     return isinstance(exc, OSError)
@@ -205,7 +205,9 @@ def install_error_handlers(app: FastAPI, retry_after: int) -> None:
         if is_unavailable(exc):
             logger.warning("database unavailable: %s", type(exc).__name__)
             return error_response(
-                503, UnavailableError.code, UnavailableError.detail,
+                503,
+                UnavailableError.code,
+                UnavailableError.detail,
                 {"Retry-After": str(retry_after)},
             )
         logger.error("unhandled error", exc_info=exc)

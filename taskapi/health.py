@@ -37,6 +37,10 @@ async def ready(request: Request) -> Response:
     except Exception as error:
         if not is_unavailable(error) and not isinstance(error, TimeoutError):
             raise
-        return error_response(503, "SERVICE_UNAVAILABLE", "Database unavailable",
-                              {"Retry-After": str(request.app.state.settings.retry_after_seconds)})
+        return error_response(
+            503,
+            "SERVICE_UNAVAILABLE",
+            "Database unavailable",
+            {"Retry-After": str(request.app.state.settings.retry_after_seconds)},
+        )
     return json_response({"status": "ready", "database": "ok"})

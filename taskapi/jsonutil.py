@@ -9,6 +9,8 @@ import orjson
 from starlette.responses import Response
 
 
-def json_response(body: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+def json_response(
+    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
     """A JSON response serialised with orjson."""
     return Response(orjson.dumps(body), status, dict(headers or {}), "application/json")

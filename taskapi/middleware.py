@@ -20,8 +20,9 @@ _SECURITY_HEADERS = [
 ]
 
 
-async def _send_error(send: Send, status: int, code: str, detail: str,
-                      extra: list[tuple[bytes, bytes]]) -> None:
+async def _send_error(
+    send: Send, status: int, code: str, detail: str, extra: list[tuple[bytes, bytes]]
+) -> None:
     body = orjson.dumps({"detail": detail, "code": code})
     headers = [
         (b"content-type", b"application/json"),
@@ -63,8 +64,9 @@ class EdgeMiddleware:
         set_request_id(rid)
         extra = [*_SECURITY_HEADERS, (b"x-request-id", rid.encode())]
         if total > MAX_HEADER_BYTES:
-            await _send_error(send, 431, "HEADERS_TOO_LARGE", "Request headers are too large",
-                              extra)
+            await _send_error(
+                send, 431, "HEADERS_TOO_LARGE", "Request headers are too large", extra
+            )
             return
 
         path: str = scope["path"]
@@ -83,13 +85,23 @@ class EdgeMiddleware:
                     await _send_error(send, 400, "BAD_REQUEST", "Invalid Content-Length", extra)
                     return
                 if declared > self.max_body_bytes:
-                    await _send_error(send, 413, "PAYLOAD_TOO_LARGE",
-                                      f"Request body exceeds {self.max_body_bytes} bytes", extra)
+                    await _send_error(
+                        send,
+                        413,
+                        "PAYLOAD_TOO_LARGE",
+                        f"Request body exceeds {self.max_body_bytes} bytes",
+                        extra,
+                    )
                     return
             replay = await self._read_bounded(receive)
             if replay is None:
-                await _send_error(send, 413, "PAYLOAD_TOO_LARGE",
-                                  f"Request body exceeds {self.max_body_bytes} bytes", extra)
+                await _send_error(
+                    send,
+                    413,
+                    "PAYLOAD_TOO_LARGE",
+                    f"Request body exceeds {self.max_body_bytes} bytes",
+                    extra,
+                )
                 return
             receive = replay
 
@@ -118,8 +130,9 @@ class EdgeMiddleware:
             if not message.get("more_body", False):
                 break
         pending: list[Message] = (
-            [disconnect] if disconnect else
-            [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+            [disconnect]
+            if disconnect
+            else [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
         )
 
         async def replay() -> Message:
@@ -128,5 +141,3 @@ class EdgeMiddleware:
             return await receive()
 
         return replay
-
-

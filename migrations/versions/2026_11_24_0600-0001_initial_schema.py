@@ -45,9 +45,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.String(255), nullable=False),
         sa.Column("created_at", TIMESTAMP, nullable=False),
         sa.Column("updated_at", TIMESTAMP, nullable=False),
-        sa.CheckConstraint(
-            "priority IN ('low', 'medium', 'high')", name="priority"
-        ),
+        sa.CheckConstraint("priority IN ('low', 'medium', 'high')", name="priority"),
         sa.ForeignKeyConstraint(
             ["user_id"], ["users.id"], name="fk_tasks_user_id_users", ondelete="CASCADE"
         ),

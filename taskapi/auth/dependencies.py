@@ -32,8 +32,12 @@ async def authenticate(request: Request) -> Identity:
     try:
         identity = await verifier.verify(bearer_token(request.headers.get("authorization")))
     except AuthenticationError as error:
-        logger.info("authentication failed code=%s request_id=%s path=%s",
-                    error.code, request_id(), request.url.path)
+        logger.info(
+            "authentication failed code=%s request_id=%s path=%s",
+            error.code,
+            request_id(),
+            request.url.path,
+        )
         raise
     request.scope["taskapi.user"] = identity.sub
     return identity

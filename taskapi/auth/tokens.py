@@ -154,8 +154,9 @@ class TokenVerifier:
             raise InvalidTokenError()
         return jwk.key
 
-    def _decode(self, token: str, key: Any, alg: str, issuer: str | None,
-                audience: str | None) -> dict[str, Any]:
+    def _decode(
+        self, token: str, key: Any, alg: str, issuer: str | None, audience: str | None
+    ) -> dict[str, Any]:
         options: dict[str, Any] = {
             "require": ["exp"],
             "verify_aud": audience is not None,
@@ -176,13 +177,15 @@ class TokenVerifier:
         except jwt.InvalidIssuerError:
             logger.warning(
                 "token refused: its 'iss' is not %r; set JWT_ISSUER to the issuer your "
-                "Better Auth server puts in tokens (its base URL by default)", issuer,
+                "Better Auth server puts in tokens (its base URL by default)",
+                issuer,
             )
             raise InvalidTokenError() from None
         except jwt.InvalidAudienceError:
             logger.warning(
                 "token refused: its 'aud' does not contain %r; set JWT_AUDIENCE to the audience "
-                "your Better Auth server puts in tokens (its base URL by default)", audience,
+                "your Better Auth server puts in tokens (its base URL by default)",
+                audience,
             )
             raise InvalidTokenError() from None
         except (jwt.PyJWTError, ValueError, TypeError):

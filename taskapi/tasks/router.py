@@ -143,9 +143,7 @@ async def create_task(
     return row
 
 
-@router.get(
-    "/{task_id}", response_model=TaskRead, summary="Get a task", responses=NOT_FOUND
-)
+@router.get("/{task_id}", response_model=TaskRead, summary="Get a task", responses=NOT_FOUND)
 async def get_task(task_id: TaskId, session: Session, user: CurrentUser) -> Any:
     return await service.get_task(session, service.OwnedTasks(user.sub), task_id)
 
@@ -170,7 +168,10 @@ async def update_task(
 
 
 @router.delete(
-    "/{task_id}", status_code=204, summary="Delete a task", responses=NOT_FOUND,
+    "/{task_id}",
+    status_code=204,
+    summary="Delete a task",
+    responses=NOT_FOUND,
     response_class=Response,
 )
 async def delete_task(task_id: TaskId, session: Session, user: CurrentUser) -> Response:

@@ -107,9 +107,7 @@ async def update_task(
     if isinstance(values.get("priority"), Priority):
         values["priority"] = values["priority"].value
     values["updated_at"] = datetime.now(UTC)
-    statement = (
-        owned.update().where(tasks.c.id == task_id).values(**values).returning(*COLUMNS)
-    )
+    statement = owned.update().where(tasks.c.id == task_id).values(**values).returning(*COLUMNS)
     result = await session.connection.execute(statement)
     row = result.mappings().first()
     if row is None:
