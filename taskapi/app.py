@@ -55,6 +55,7 @@ def _lifespan(settings: Settings) -> Any:
                 await jwks.start()
             app.state.settings = settings
             app.state.engine = engine
+            app.state.jwks = jwks
             app.state.verifier = TokenVerifier(settings, jwks)
             app.state.provisioner = UserProvisioner(settings.user_cache_size)
             yield

@@ -15,7 +15,7 @@ logger = logging.getLogger("taskapi.config")
 
 # Used only when ENVIRONMENT=development and no verification key is configured, so that
 # `make run` and `make token` work on a fresh clone. Refused in production.
-DEVELOPMENT_JWT_SECRET = "development-only-secret-do-not-use-in-production"
+DEVELOPMENT_JWT_SECRET = "development-only-secret-do-not-use-in-production"  # noqa: S105
 MIN_SECRET_LENGTH = 32
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 ASYMMETRIC_ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")

@@ -52,7 +52,7 @@ def _ssl_argument(mode: str, root_cert: str | None) -> bool | str | ssl.SSLConte
 
 
 def resolve_database_url(settings: Settings) -> ResolvedURL:
-    """Map the spec's `postgresql://...?sslmode=require` (or nothing: SQLite) to asyncpg/aiosqlite."""
+    """Map the spec's `postgresql://...?sslmode=require` (or unset: SQLite) to the async drivers."""
     if settings.database_url is None:
         path = Path(settings.sqlite_path).expanduser().resolve()
         return ResolvedURL(URL.create("sqlite+aiosqlite", database=str(path)))

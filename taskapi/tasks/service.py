@@ -31,7 +31,7 @@ COLUMNS = (
 class OwnedTasks:
     """The one place the owner filter is applied: select, update and delete start here."""
 
-    __slots__ = ("owner_id", "_owned")
+    __slots__ = ("_owned", "owner_id")
 
     def __init__(self, owner_id: str) -> None:
         self.owner_id = owner_id

@@ -91,7 +91,11 @@ def ensure_node_project(project: Path = PROJECT_DIR, *, timeout: float = 600.0) 
         try:
             result = subprocess.run(
                 ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-                cwd=project, capture_output=True, text=True, timeout=timeout, check=False,
+                cwd=project,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
             )
         except subprocess.TimeoutExpired as exc:
             raise BetterAuthUnavailableError(f"`npm ci` in {project} timed out") from exc
@@ -163,8 +167,13 @@ class BetterAuthServer:
             env.pop(name, None)
         self._process = subprocess.Popen(
             ["node", "server.mjs"],
-            cwd=self._project, env=env, text=True, bufsize=1,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=self._project,
+            env=env,
+            text=True,
+            bufsize=1,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         assert self._process.stdout is not None
         assert self._process.stderr is not None
@@ -175,8 +184,9 @@ class BetterAuthServer:
         except BaseException:
             self.stop()
             raise
-        self._http = httpx.Client(base_url=self.base_url, timeout=self._request_timeout,
-                                  follow_redirects=False)
+        self._http = httpx.Client(
+            base_url=self.base_url, timeout=self._request_timeout, follow_redirects=False
+        )
         return self
 
     def _spawn_reader(self, stream: IO[str], name: str, *, forward: bool) -> None:
@@ -244,7 +254,9 @@ class BetterAuthServer:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.stop()
@@ -275,8 +287,14 @@ class BetterAuthServer:
 
     # -- front-end flows ---------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, *, session: Session | None = None,
-                 json_body: dict[str, Any] | None = None) -> httpx.Response:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        session: Session | None = None,
+        json_body: dict[str, Any] | None = None,
+    ) -> httpx.Response:
         """One request the way a browser on Better Auth's origin would send it."""
         if self._http is None:
             raise BetterAuthServerError("server not started")
@@ -315,19 +333,23 @@ class BetterAuthServer:
 
     def sign_in(self, email: str, password: str) -> Session:
         """Sign in with POST /api/auth/sign-in/email; returns a new session."""
-        response = self._request("POST", "/api/auth/sign-in/email",
-                                 json_body={"email": email, "password": password})
+        response = self._request(
+            "POST", "/api/auth/sign-in/email", json_body={"email": email, "password": password}
+        )
         return self._session_from(response, "sign-in")
 
     def update_user(self, session: Session, **fields: Any) -> None:
         """Change profile fields (e.g. name=, image=) with POST /api/auth/update-user."""
-        self._check(self._request("POST", "/api/auth/update-user", session=session,
-                                  json_body=fields), "update-user")
+        self._check(
+            self._request("POST", "/api/auth/update-user", session=session, json_body=fields),
+            "update-user",
+        )
 
     def sign_out(self, session: Session) -> None:
         """End the session with POST /api/auth/sign-out."""
-        self._check(self._request("POST", "/api/auth/sign-out", session=session,
-                                  json_body={}), "sign-out")
+        self._check(
+            self._request("POST", "/api/auth/sign-out", session=session, json_body={}), "sign-out"
+        )
 
     def get_jwt(self, session: Session) -> str:
         """A fresh JWT for the session from GET /api/auth/token (what a front end sends us)."""
@@ -366,8 +388,9 @@ class BetterAuthServer:
 
     def set_jwks_status(self, status: int | None) -> None:
         """Make GET /api/auth/jwks answer `status` (simulated outage); None restores it."""
-        self._check(self._request("POST", "/test/jwks-status", json_body={"status": status}),
-                    "jwks-status")
+        self._check(
+            self._request("POST", "/test/jwks-status", json_body={"status": status}), "jwks-status"
+        )
 
     def signing_kid(self) -> str | None:
         """The kid new tokens are signed with (None before the first key is minted)."""
