@@ -19,6 +19,7 @@ from taskapi.db import create_engine, ensure_schema, resolve_database_url
 from taskapi.errors import install_error_handlers
 from taskapi.health import router as health_router
 from taskapi.middleware import EdgeMiddleware
+from taskapi.ratelimit import RateLimits, build_rate_limits
 from taskapi.tasks.router import router as tasks_router
 from taskapi.users.service import UserProvisioner
 
@@ -43,6 +44,7 @@ def _lifespan(settings: Settings) -> Any:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
         jwks: JWKSCache | None = None
+        limits: RateLimits | None = None
         try:
             await ensure_schema(engine, migrate=resolve_database_url(settings).is_sqlite)
             if settings.jwks_url:
@@ -58,8 +60,18 @@ def _lifespan(settings: Settings) -> Any:
             app.state.jwks = jwks
             app.state.verifier = TokenVerifier(settings, jwks)
             app.state.provisioner = UserProvisioner(settings.user_cache_size)
+            limits = build_rate_limits(
+                settings.rate_limit_enabled,
+                settings.rate_limit_per_minute,
+                settings.rate_limit_burst,
+                settings.rate_limit_anonymous_per_minute,
+                settings.redis_url,
+            )
+            app.state.rate_limits = limits
             yield
         finally:
+            if limits is not None:
+                await limits.aclose()
             if jwks is not None:
                 await jwks.aclose()
             await engine.dispose()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 logger = logging.getLogger("taskapi.ratelimit")
+_EPSILON = 1e-9  # float slack, so a bucket of exactly `burst` is never refused early
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +60,7 @@ def gcra(tat: float | None, now: float, policy: Policy) -> tuple[Decision, float
     """One GCRA step: the decision and the new stored timestamp (None: unchanged)."""
     tat = now if tat is None or tat < now else tat
     new_tat = tat + policy.interval
-    if new_tat - now > policy.tolerance:
+    if new_tat - now > policy.tolerance + _EPSILON:
         retry = new_tat - now - policy.tolerance
         return Decision(False, 0, tat - now, retry), None
     remaining = int((policy.tolerance - (new_tat - now)) / policy.interval + 1e-9)
@@ -109,7 +110,7 @@ local tolerance = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local new_tat = tat + interval
-if new_tat - now > tolerance then
+if new_tat - now > tolerance + 1e-9 then
   return {0, tostring(tat - now), tostring(new_tat - now - tolerance)}
 end
 redis.call('SET', KEYS[1], tostring(new_tat), 'PX', math.ceil((new_tat - now) * 1000) + 1000)
@@ -146,3 +147,37 @@ class RedisRateLimiter:
 
     async def aclose(self) -> None:
         await self._redis.aclose()
+
+
+class RateLimits:
+    """The service's two policies over one limiter."""
+
+    def __init__(self, limiter: RateLimiter, user: Policy, anonymous: Policy) -> None:
+        self.limiter = limiter
+        self.user = user
+        self.anonymous = anonymous
+
+    async def charge_user(self, sub: str) -> tuple[Decision, dict[str, str]]:
+        decision = await self.limiter.hit("u:" + sub, self.user)
+        return decision, decision.headers(self.user)
+
+    async def charge_anonymous(self, address: str) -> tuple[Decision, dict[str, str]]:
+        decision = await self.limiter.hit("ip:" + address, self.anonymous)
+        return decision, decision.headers(self.anonymous)
+
+    async def aclose(self) -> None:
+        await self.limiter.aclose()
+
+
+def build_rate_limits(
+    enabled: bool, per_minute: int, burst: int, anonymous_per_minute: int, redis_url: str | None
+) -> RateLimits | None:
+    """Rate limits from settings: None when disabled, Redis-backed when `redis_url` is set."""
+    if not enabled:
+        return None
+    limiter: RateLimiter = RedisRateLimiter(redis_url) if redis_url else MemoryRateLimiter()
+    return RateLimits(
+        limiter,
+        Policy("user", per_minute, burst),
+        Policy("anonymous", anonymous_per_minute, max(1, min(burst, anonymous_per_minute))),
+    )

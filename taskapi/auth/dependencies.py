@@ -5,11 +5,17 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 
 from taskapi.auth.tokens import Identity, TokenVerifier
 from taskapi.db import Session
-from taskapi.errors import AuthenticationError, InvalidAuthHeaderError, MissingTokenError
+from taskapi.errors import (
+    AuthenticationError,
+    InvalidAuthHeaderError,
+    MissingTokenError,
+    RateLimitedError,
+)
+from taskapi.ratelimit import RateLimits
 from taskapi.requestctx import request_id
 from taskapi.users.service import UserProvisioner
 
@@ -26,9 +32,14 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
-async def authenticate(request: Request) -> Identity:
-    """Verify the request's token; failures are logged with their code, never the token."""
+async def authenticate(request: Request, response: Response) -> Identity:
+    """Verify the request's token and charge its rate limit.
+
+    Failures are logged with their code, never the token, and count against the
+    client address, so an unauthenticated flood is limited too.
+    """
     verifier: TokenVerifier = request.app.state.verifier
+    limits: RateLimits | None = request.app.state.rate_limits
     try:
         identity = await verifier.verify(bearer_token(request.headers.get("authorization")))
     except AuthenticationError as error:
@@ -38,8 +49,17 @@ async def authenticate(request: Request) -> Identity:
             request_id(),
             request.url.path,
         )
+        if limits is not None:
+            client = request.client.host if request.client else "unknown"
+            decision, headers = await limits.charge_anonymous(client)
+            if not decision.allowed:
+                raise RateLimitedError(headers=headers) from None
         raise
-    request.scope["taskapi.user"] = identity.sub
+    if limits is not None:
+        decision, headers = await limits.charge_user(identity.sub)
+        if not decision.allowed:
+            raise RateLimitedError(headers=headers)
+        response.headers.update(headers)
     return identity
 
 

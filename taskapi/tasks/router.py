@@ -174,6 +174,5 @@ async def update_task(
     responses=NOT_FOUND,
     response_class=Response,
 )
-async def delete_task(task_id: TaskId, session: Session, user: CurrentUser) -> Response:
+async def delete_task(task_id: TaskId, session: Session, user: CurrentUser) -> None:
     await service.delete_task(session, service.OwnedTasks(user.sub), task_id)
-    return Response(status_code=204)
