@@ -15,7 +15,12 @@ from taskapi import __version__
 from taskapi.auth.jwks import JWKSCache
 from taskapi.auth.tokens import TokenVerifier
 from taskapi.config import Settings, load_settings
-from taskapi.db import create_engine, ensure_schema, resolve_database_url
+from taskapi.db import (
+    create_engine,
+    ensure_schema,
+    resolve_database_url,
+    single_statement_autocommit,
+)
 from taskapi.errors import install_error_handlers
 from taskapi.health import router as health_router
 from taskapi.middleware import EdgeMiddleware
@@ -42,7 +47,7 @@ EXPOSED_HEADERS = [
 def _lifespan(settings: Settings) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings)
+        engine = create_engine(settings, autocommit=single_statement_autocommit(settings))
         jwks: JWKSCache | None = None
         limits: RateLimits | None = None
         try:

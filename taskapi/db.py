@@ -34,6 +34,7 @@ class ResolvedURL:
 
     url: URL
     connect_args: dict[str, Any] = field(default_factory=dict)
+    prepared_statements: bool = False
 
     @property
     def is_sqlite(self) -> bool:
@@ -99,7 +100,7 @@ def resolve_database_url(settings: Settings) -> ResolvedURL:
         connect_args["statement_cache_size"] = 0
         connect_args["prepared_statement_name_func"] = lambda: f"__asyncpg_{uuid.uuid4()}__"
         url = url.update_query_dict({"prepared_statement_cache_size": "0"})
-    return ResolvedURL(url, connect_args)
+    return ResolvedURL(url, connect_args, prepared_statements=prepared)
 
 
 def _install_sqlite_pragmas(engine: AsyncEngine) -> None:
@@ -137,7 +138,19 @@ def _install_idle_ping(engine: AsyncEngine, idle_seconds: float) -> None:
             raise exc.DisconnectionError("stale pooled connection") from error
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+def single_statement_autocommit(settings: Settings) -> bool:
+    """Whether requests run in autocommit: on a direct PostgreSQL connection.
+
+    Every request is one statement (plus, on a user's first sight, an idempotent upsert),
+    and a single statement is atomic, so BEGIN and COMMIT would only add two round trips.
+    Behind PgBouncer in transaction mode statements must stay inside a transaction, so
+    there (and on SQLite) the session keeps an explicit transaction.
+    """
+    resolved = resolve_database_url(settings)
+    return not resolved.is_sqlite and resolved.prepared_statements
+
+
+def create_engine(settings: Settings, *, autocommit: bool = False) -> AsyncEngine:
     """The one engine of the process, sized and timed from settings."""
     resolved = resolve_database_url(settings)
     if resolved.is_sqlite:
@@ -157,6 +170,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout_seconds,
         pool_recycle=1800,
+        **({"isolation_level": "AUTOCOMMIT"} if autocommit else {}),
     )
     if settings.db_idle_ping_seconds > 0:
         _install_idle_ping(engine, settings.db_idle_ping_seconds)
@@ -164,7 +178,11 @@ def create_engine(settings: Settings) -> AsyncEngine:
 
 
 class DBSession:
-    """The request's unit of work: one connection, one transaction, callbacks after commit."""
+    """The request's unit of work: one connection, committed or rolled back in one place.
+
+    In autocommit mode (see `single_statement_autocommit`) each statement commits as it
+    runs; the commit below is then a no-op and the after-commit callbacks still run last.
+    """
 
     __slots__ = ("_after_commit", "connection")
 

@@ -115,7 +115,7 @@ async def list_tasks(
 ) -> Sequence[Any]:
     rows = await service.list_tasks(
         session,
-        service.OwnedTasks(user.sub),
+        user.sub,
         completed=completed,
         priority=priority,
         after_id=_Cursor.decode(cursor) if cursor is not None else None,
@@ -138,14 +138,14 @@ async def list_tasks(
 async def create_task(
     body: TaskCreate, response: Response, session: Session, user: CurrentUser
 ) -> Any:
-    row = await service.create_task(session, service.OwnedTasks(user.sub), body)
+    row = await service.create_task(session, user.sub, body)
     response.headers["Location"] = f"{PREFIX}/{row['id']}"
     return row
 
 
 @router.get("/{task_id}", response_model=TaskRead, summary="Get a task", responses=NOT_FOUND)
 async def get_task(task_id: TaskId, session: Session, user: CurrentUser) -> Any:
-    return await service.get_task(session, service.OwnedTasks(user.sub), task_id)
+    return await service.get_task(session, user.sub, task_id)
 
 
 @router.put(
@@ -164,7 +164,7 @@ async def update_task(
     task_id: TaskId, body: TaskUpdate, session: Session, user: CurrentUser
 ) -> Any:
     changes = body.model_dump(exclude_unset=True)
-    return await service.update_task(session, service.OwnedTasks(user.sub), task_id, changes)
+    return await service.update_task(session, user.sub, task_id, changes)
 
 
 @router.delete(
@@ -175,4 +175,4 @@ async def update_task(
     response_class=Response,
 )
 async def delete_task(task_id: TaskId, session: Session, user: CurrentUser) -> None:
-    await service.delete_task(session, service.OwnedTasks(user.sub), task_id)
+    await service.delete_task(session, user.sub, task_id)

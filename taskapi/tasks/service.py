@@ -1,19 +1,24 @@
-"""Task queries. Every statement starts from `OwnedTasks`, already filtered to one owner."""
+"""Task queries. Every statement is built once, from one owner-filtered base.
+
+The owner filter is a bind parameter of the base statements below, so no query on tasks
+can be written without it, and each statement's SQL is compiled once per process.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Delete, Select, Update, delete, insert, select, update
+from sqlalchemy import RowMapping, bindparam, delete, insert, select, update
 
 from taskapi.db import DBSession
 from taskapi.errors import TaskNotFoundError
 from taskapi.models import tasks
 from taskapi.tasks.schemas import Priority, TaskCreate
 
-Row = Mapping[str, Any]
+Row = RowMapping
 
 COLUMNS = (
     tasks.c.id,
@@ -27,29 +32,40 @@ COLUMNS = (
     tasks.c.updated_at,
 )
 
+# The one owner filter every statement below is built from.
+OWNED = tasks.c.user_id == bindparam("owner_id")
+THIS_TASK = tasks.c.id == bindparam("task_id")
 
-class OwnedTasks:
-    """The one place the owner filter is applied: select, update and delete start here."""
-
-    __slots__ = ("_owned", "owner_id")
-
-    def __init__(self, owner_id: str) -> None:
-        self.owner_id = owner_id
-        self._owned = tasks.c.user_id == owner_id
-
-    def select(self) -> Select[Any]:
-        return select(*COLUMNS).where(self._owned)
-
-    def update(self) -> Update:
-        return update(tasks).where(self._owned)
-
-    def delete(self) -> Delete:
-        return delete(tasks).where(self._owned)
+OWNED_TASKS = select(*COLUMNS).where(OWNED)
+GET_TASK = OWNED_TASKS.where(THIS_TASK)
+DELETE_TASK = delete(tasks).where(OWNED, THIS_TASK).returning(tasks.c.id)
+CREATE_TASK = insert(tasks).returning(*COLUMNS)
+UPDATABLE = ("title", "description", "completed", "priority", "due_date", "updated_at")
 
 
-async def get_task(session: DBSession, owned: OwnedTasks, task_id: int) -> Row:
+@cache
+def _list_statement(completed: bool, priority: bool, after: bool) -> Any:
+    """The page query for one combination of filters (8 at most, each compiled once)."""
+    statement = OWNED_TASKS
+    if completed:
+        statement = statement.where(tasks.c.completed == bindparam("completed"))
+    if priority:
+        statement = statement.where(tasks.c.priority == bindparam("priority"))
+    if after:
+        statement = statement.where(tasks.c.id > bindparam("after_id"))
+    return statement.order_by(tasks.c.id).limit(bindparam("page_size"))
+
+
+@cache
+def _update_statement(fields: frozenset[str]) -> Any:
+    """UPDATE .. RETURNING of the owner's task, setting exactly `fields`."""
+    values: dict[str, Any] = {n: bindparam(f"new_{n}") for n in UPDATABLE if n in fields}
+    return update(tasks).where(OWNED, THIS_TASK).values(**values).returning(*COLUMNS)
+
+
+async def get_task(session: DBSession, owner_id: str, task_id: int) -> Row:
     """One task of the owner, or TASK_NOT_FOUND."""
-    result = await session.connection.execute(owned.select().where(tasks.c.id == task_id))
+    result = await session.connection.execute(GET_TASK, {"owner_id": owner_id, "task_id": task_id})
     row = result.mappings().first()
     if row is None:
         raise TaskNotFoundError()
@@ -58,7 +74,7 @@ async def get_task(session: DBSession, owned: OwnedTasks, task_id: int) -> Row:
 
 async def list_tasks(
     session: DBSession,
-    owned: OwnedTasks,
+    owner_id: str,
     *,
     completed: bool | None,
     priority: Priority | None,
@@ -66,58 +82,56 @@ async def list_tasks(
     limit: int,
 ) -> Sequence[Row]:
     """A page of the owner's tasks in id order, one more than `limit` to tell if more follow."""
-    statement = owned.select()
+    statement = _list_statement(completed is not None, priority is not None, after_id is not None)
+    params: dict[str, Any] = {"owner_id": owner_id, "page_size": limit + 1}
     if completed is not None:
-        statement = statement.where(tasks.c.completed == completed)
+        params["completed"] = completed
     if priority is not None:
-        statement = statement.where(tasks.c.priority == priority.value)
+        params["priority"] = priority.value
     if after_id is not None:
-        statement = statement.where(tasks.c.id > after_id)
-    statement = statement.order_by(tasks.c.id).limit(limit + 1)
-    result = await session.connection.execute(statement)
+        params["after_id"] = after_id
+    result = await session.connection.execute(statement, params)
     return result.mappings().all()
 
 
-async def create_task(session: DBSession, owned: OwnedTasks, data: TaskCreate) -> Row:
+async def create_task(session: DBSession, owner_id: str, data: TaskCreate) -> Row:
     """Insert a task for the owner and return it, in one round trip."""
     now = datetime.now(UTC)
-    statement = (
-        insert(tasks)
-        .values(
-            title=data.title,
-            description=data.description,
-            completed=data.completed,
-            priority=data.priority.value if data.priority else None,
-            due_date=data.due_date,
-            user_id=owned.owner_id,
-            created_at=now,
-            updated_at=now,
-        )
-        .returning(*COLUMNS)
-    )
-    result = await session.connection.execute(statement)
+    values = {
+        "title": data.title,
+        "description": data.description,
+        "completed": data.completed,
+        "priority": data.priority.value if data.priority else None,
+        "due_date": data.due_date,
+        "user_id": owner_id,
+        "created_at": now,
+        "updated_at": now,
+    }
+    result = await session.connection.execute(CREATE_TASK, values)
     return result.mappings().one()
 
 
 async def update_task(
-    session: DBSession, owned: OwnedTasks, task_id: int, changes: Mapping[str, Any]
+    session: DBSession, owner_id: str, task_id: int, changes: Mapping[str, Any]
 ) -> Row:
     """Apply the fields sent (and advance updated_at) in one round trip, or TASK_NOT_FOUND."""
-    values = dict(changes)
+    values = {name: value for name, value in changes.items() if name in UPDATABLE}
     if isinstance(values.get("priority"), Priority):
         values["priority"] = values["priority"].value
     values["updated_at"] = datetime.now(UTC)
-    statement = owned.update().where(tasks.c.id == task_id).values(**values).returning(*COLUMNS)
-    result = await session.connection.execute(statement)
+    params = {f"new_{name}": value for name, value in values.items()}
+    params.update(owner_id=owner_id, task_id=task_id)
+    result = await session.connection.execute(_update_statement(frozenset(values)), params)
     row = result.mappings().first()
     if row is None:
         raise TaskNotFoundError()
     return row
 
 
-async def delete_task(session: DBSession, owned: OwnedTasks, task_id: int) -> None:
+async def delete_task(session: DBSession, owner_id: str, task_id: int) -> None:
     """Delete one of the owner's tasks, or TASK_NOT_FOUND."""
-    statement = owned.delete().where(tasks.c.id == task_id).returning(tasks.c.id)
-    result = await session.connection.execute(statement)
+    result = await session.connection.execute(
+        DELETE_TASK, {"owner_id": owner_id, "task_id": task_id}
+    )
     if result.first() is None:
         raise TaskNotFoundError()
