@@ -9,7 +9,9 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import Response
 
 from taskapi import __version__
 from taskapi.auth.jwks import JWKSCache
@@ -21,7 +23,7 @@ from taskapi.db import (
     resolve_database_url,
     single_statement_autocommit,
 )
-from taskapi.errors import install_error_handlers
+from taskapi.errors import error_response, install_error_handlers
 from taskapi.health import router as health_router
 from taskapi.middleware import EdgeMiddleware
 from taskapi.ratelimit import RateLimits, build_rate_limits
@@ -42,6 +44,22 @@ EXPOSED_HEADERS = [
     "RateLimit",
     "RateLimit-Policy",
 ]
+
+
+class JSONErrorCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight in the service's `{detail, code}` form."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        kept = {
+            k: v
+            for k, v in response.headers.items()
+            if k.lower() not in ("content-type", "content-length")
+        }
+        detail = bytes(response.body).decode() or "CORS preflight refused"
+        return error_response(response.status_code, "CORS_REJECTED", detail, kept)
 
 
 def _lifespan(settings: Settings) -> Any:
@@ -123,7 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tasks_router)
     _install_openapi(app)
     app.add_middleware(
-        CORSMiddleware,
+        JSONErrorCORSMiddleware,
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
         allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
