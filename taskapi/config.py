@@ -162,7 +162,12 @@ class Settings(BaseSettings):
         if self.jwks_url is None:
             return None
         parts = urlsplit(self.jwks_url)
-        return f"{parts.scheme}://{parts.netloc}"
+        default_port = {"http": 80, "https": 443}.get(parts.scheme)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"  # IPv6
+        port = "" if parts.port in (None, default_port) else f":{parts.port}"
+        return f"{parts.scheme}://{host}{port}"
 
     @property
     def expected_issuer(self) -> str | None:

@@ -407,3 +407,20 @@ def test_devtoken_refused_in_production(tmp_path: Path) -> None:
     assert result.returncode == 1, (result.stdout, result.stderr)
     assert result.stdout.strip() == ""
     assert "production" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("jwks_url", "issuer"),
+    [
+        ("https://auth.example.com:443/api/auth/jwks", "https://auth.example.com"),
+        ("http://localhost:80/api/auth/jwks", "http://localhost"),
+        ("http://localhost:3000/api/auth/jwks", "http://localhost:3000"),
+        ("https://Auth.Example.com/api/auth/jwks", "https://auth.example.com"),
+    ],
+)
+def test_default_issuer_is_better_auths_origin_without_default_port(
+    jwks_url: str, issuer: str
+) -> None:
+    settings = Settings(_env_file=None, jwks_url=jwks_url)  # type: ignore[call-arg]
+    assert settings.expected_issuer == issuer
+    assert settings.expected_audience == issuer

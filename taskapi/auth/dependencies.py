@@ -64,7 +64,7 @@ async def authenticate(request: Request, response: Response) -> Identity:
 
 
 async def current_user(
-    session: Session, identity: Annotated[Identity, Depends(authenticate)], request: Request
+    identity: Annotated[Identity, Depends(authenticate)], session: Session, request: Request
 ) -> Identity:
     """The authenticated user, provisioned in the database on first sight."""
     provisioner: UserProvisioner = request.app.state.provisioner

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from taskapi.auth.dependencies import CurrentUser
+from taskapi.auth.dependencies import CurrentUser, authenticate
 from taskapi.db import Session
 from taskapi.errors import APIError, ErrorBody, UnsupportedMediaTypeError
 from taskapi.tasks import service
@@ -55,7 +55,15 @@ def require_json(request: Request) -> None:
         raise UnsupportedMediaTypeError()
 
 
-router = APIRouter(prefix=PREFIX, tags=["tasks"], responses=COMMON_ERRORS)
+# Authentication runs first (route-level dependencies precede the endpoint's own), so a bad
+# token is refused without waiting for a database connection. FastAPI caches the result, so
+# `CurrentUser` below does not verify twice.
+router = APIRouter(
+    prefix=PREFIX,
+    tags=["tasks"],
+    responses=COMMON_ERRORS,
+    dependencies=[Depends(authenticate)],
+)
 
 
 class InvalidCursorError(APIError):
