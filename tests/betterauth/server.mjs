@@ -2,7 +2,10 @@
 //
 // Env:
 //   PORT                 port to listen on (127.0.0.1); 0 = pick a free port (default 0)
-//   JWT_ALG              EdDSA (default) | ES256 | ES512 | RS256 | PS256
+//   JWT_ALG              EdDSA (default) | ES256 | ES512 | RS256 | PS256 | HS256
+//                        HS256: the shared-secret setup the README documents: the plugin's
+//                        jwt.sign hook signs with HS256_SECRET (there is no JWKS then)
+//   HS256_SECRET         the shared secret for JWT_ALG=HS256 (>= 32 characters)
 //   BETTER_AUTH_SECRET   required, >= 32 characters
 //   JWKS_GRACE_PERIOD    seconds a rotated-out key stays published (default 3600)
 //   JWT_EXPIRATION       JWT lifetime, Better Auth syntax (default "15m")
@@ -23,6 +26,7 @@ import { betterAuth } from "better-auth";
 import { memoryAdapter } from "better-auth/adapters/memory";
 import { toNodeHandler } from "better-auth/node";
 import { createJwk, jwt } from "better-auth/plugins/jwt";
+import { SignJWT } from "jose";
 
 const KEY_PAIR_CONFIGS = {
   EdDSA: { alg: "EdDSA", crv: "Ed25519" },
@@ -38,7 +42,9 @@ function fail(message) {
 }
 
 const alg = process.env.JWT_ALG || "EdDSA";
-const keyPairConfig = KEY_PAIR_CONFIGS[alg];
+const sharedSecret = alg === "HS256" ? process.env.HS256_SECRET : undefined;
+if (alg === "HS256" && (!sharedSecret || sharedSecret.length < 32)) fail("HS256_SECRET must be set (at least 32 characters)");
+const keyPairConfig = alg === "HS256" ? KEY_PAIR_CONFIGS.EdDSA : KEY_PAIR_CONFIGS[alg];
 if (!keyPairConfig) fail(`unsupported JWT_ALG ${JSON.stringify(alg)}; use one of ${Object.keys(KEY_PAIR_CONFIGS).join(", ")}`);
 const secret = process.env.BETTER_AUTH_SECRET;
 if (!secret || secret.length < 32) fail("BETTER_AUTH_SECRET must be set (at least 32 characters)");
@@ -50,10 +56,20 @@ const expirationTime = process.env.JWT_EXPIRATION || "15m";
 // The memory adapter's tables: we own this object, so the test endpoints can inspect it.
 const db = { user: [], session: [], account: [], verification: [], jwks: [] };
 
-const jwtOptions = {
-  jwks: { keyPairConfig, gracePeriod },
-  jwt: { expirationTime },
-};
+const jwtOptions = sharedSecret
+  ? {
+      // Exactly what README.md tells a front end to configure for the shared-secret mode.
+      jwks: { remoteUrl: "https://unused.invalid/jwks", keyPairConfig: { alg: "EdDSA" } },
+      jwt: {
+        expirationTime,
+        sign: (payload) =>
+          new SignJWT(payload).setProtectedHeader({ alg: "HS256" }).sign(new TextEncoder().encode(sharedSecret)),
+      },
+    }
+  : {
+      jwks: { keyPairConfig, gracePeriod },
+      jwt: { expirationTime },
+    };
 
 let auth; // created once the port is known, since the base URL contains it
 let authHandler;

@@ -22,7 +22,7 @@ from typing import IO, Any
 import httpx
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent / "betterauth"
-SUPPORTED_ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
+SUPPORTED_ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256", "HS256")
 SESSION_COOKIE = "better-auth.session_token"
 
 
@@ -127,10 +127,14 @@ class BetterAuthServer:
         startup_timeout: float = 60.0,
         request_timeout: float = 10.0,
         project: Path = PROJECT_DIR,
+        hs256_secret: str | None = None,
     ) -> None:
         if alg not in SUPPORTED_ALGORITHMS:
             raise ValueError(f"alg must be one of {SUPPORTED_ALGORITHMS}, not {alg!r}")
+        if (alg == "HS256") != (hs256_secret is not None):
+            raise ValueError("alg='HS256' needs hs256_secret (the secret shared with the API)")
         self.alg = alg
+        self.hs256_secret = hs256_secret
         self.secret = secret or secrets.token_urlsafe(32)
         self._requested_port = port
         self._grace_period = grace_period
@@ -163,6 +167,8 @@ class BetterAuthServer:
         }
         if self._jwt_expiration:
             env["JWT_EXPIRATION"] = self._jwt_expiration
+        if self.hs256_secret is not None:
+            env["HS256_SECRET"] = self.hs256_secret
         for name in ("NODE_ENV", "TEST"):  # Better Auth relaxes origin checks in "test" mode
             env.pop(name, None)
         self._process = subprocess.Popen(
