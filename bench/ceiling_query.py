@@ -1,0 +1,110 @@
+"""Ceiling 2: one asyncpg primary-key SELECT per request.
+
+A bare ASGI app (no framework) holding an asyncpg pool created at lifespan
+startup.  Each request runs exactly one ``SELECT ... FROM tasks WHERE id = $1``
+and returns the row as JSON (orjson).  It reads the same database as the
+service, so the service cannot be faster than this for a one-query endpoint.
+
+Environment:
+    DATABASE_URL     postgresql://postgres@127.0.0.1:5432/taskapi_bench
+    CEILING_POOL_SIZE  pool size (default 10)
+    CEILING_ID_MIN / CEILING_ID_MAX  range for random ids (default: min/max(id)
+                       of tasks, read at startup)
+
+Request forms:
+    GET /health                 -> {"status": "ok"}
+    GET /tasks/<id>             -> the row with that id (404 if absent)
+    GET /tasks?random=1 or any other path -> a row with a random id in range
+
+Run:
+    DATABASE_URL=... uvicorn bench.ceiling_query:app --loop uvloop \
+        --http httptools --workers 1 --no-access-log --port 8102
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import random
+
+import asyncpg  # type: ignore[import-untyped]
+import orjson
+
+_SQL = (
+    "SELECT id, title, description, completed, priority, due_date, user_id, "
+    "created_at, updated_at FROM tasks WHERE id = $1"
+)
+_JSON = [(b"content-type", b"application/json")]
+_state: dict = {}
+
+
+def _dsn() -> str:
+    url = os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/taskapi_bench")
+    # accept SQLAlchemy-style URLs too
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+async def _startup() -> None:
+    size = int(os.environ.get("CEILING_POOL_SIZE", "10"))
+    pool = await asyncpg.create_pool(_dsn(), min_size=size, max_size=size)
+    lo_env = os.environ.get("CEILING_ID_MIN")
+    hi_env = os.environ.get("CEILING_ID_MAX")
+    row = await pool.fetchrow("SELECT min(id) AS lo, max(id) AS hi FROM tasks")
+    lo = int(lo_env) if lo_env is not None else int(row["lo"] or 1)
+    hi = int(hi_env) if hi_env is not None else int(row["hi"] or 1)
+    _state["pool"] = pool
+    _state["lo"], _state["hi"] = lo, hi
+
+
+def _default(obj):
+    if isinstance(obj, (_dt.datetime, _dt.date)):
+        return obj.isoformat()
+    raise TypeError
+
+
+async def _send_json(send, status: int, body: bytes) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*_JSON, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await _startup()
+                except Exception as exc:  # pragma: no cover - reported to server
+                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                pool = _state.get("pool")
+                if pool is not None:
+                    await pool.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    if scope["type"] != "http":
+        return
+    path: str = scope["path"]
+    if path == "/health":
+        await _send_json(send, 200, b'{"status":"ok"}')
+        return
+    task_id = None
+    if path.startswith("/tasks/") or path.startswith("/api/v1/tasks/"):
+        tail = path.rsplit("/", 1)[1]
+        if tail.isdigit():
+            task_id = int(tail)
+    if task_id is None:
+        task_id = random.randint(_state["lo"], _state["hi"])
+    row = await _state["pool"].fetchrow(_SQL, task_id)
+    if row is None:
+        await _send_json(send, 404, b'{"detail":"not found"}')
+        return
+    await _send_json(send, 200, orjson.dumps(dict(row), default=_default))
