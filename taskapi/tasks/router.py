@@ -43,7 +43,7 @@ BODY_ERRORS: dict[int | str, dict[str, Any]] = {
 TaskId = Annotated[int, Path(ge=1, le=MAX_TASK_ID, description="The task's id")]
 
 
-def require_json(request: Request) -> None:
+async def require_json(request: Request) -> None:
     """Bodies must be JSON; a missing Content-Type is read as JSON, as curl users expect."""
     content_type = request.headers.get("content-type")
     if content_type is None:

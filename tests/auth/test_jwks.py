@@ -120,8 +120,11 @@ async def make_cache(
         client = endpoint.client()
         clients.append(client)
         options: dict[str, Any] = {
-            "client": client, "ttl": 300.0, "refetch_cooldown": 10.0,
-            "clock": fake_time.clock, "sleep": fake_time.sleep,
+            "client": client,
+            "ttl": 300.0,
+            "refetch_cooldown": 10.0,
+            "clock": fake_time.clock,
+            "sleep": fake_time.sleep,
         }
         options.update(kwargs)
         cache = JWKSCache(URL, **options)
@@ -290,8 +293,18 @@ async def test_oct_and_unusable_keys_ignored(
     cache = make_cache()
     await cache.start()
     assert cache.kids == {"good", "rsa", "ec", "legacy"}
-    for kid in ("hmac", "hmac-noalg", "enc", "ops", "private", "broken", "bad-curve",
-                "hs-alg", "none-alg", "no-kty"):
+    for kid in (
+        "hmac",
+        "hmac-noalg",
+        "enc",
+        "ops",
+        "private",
+        "broken",
+        "bad-curve",
+        "hs-alg",
+        "none-alg",
+        "no-kty",
+    ):
         with pytest.raises(JWKSKeyNotFoundError):
             await cache.get_key(kid)
     assert (await cache.get_key("rsa")).algorithm_name == "RS256"
