@@ -17,12 +17,7 @@ from taskapi import __version__
 from taskapi.auth.jwks import JWKSCache
 from taskapi.auth.tokens import TokenVerifier
 from taskapi.config import Settings, load_settings
-from taskapi.db import (
-    create_engine,
-    ensure_schema,
-    resolve_database_url,
-    single_statement_autocommit,
-)
+from taskapi.db import Database, open_database
 from taskapi.errors import error_response, install_error_handlers
 from taskapi.health import router as health_router
 from taskapi.middleware import EdgeMiddleware
@@ -65,11 +60,10 @@ class JSONErrorCORSMiddleware(CORSMiddleware):
 def _lifespan(settings: Settings) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings, autocommit=single_statement_autocommit(settings))
+        database: Database = await open_database(settings)
         jwks: JWKSCache | None = None
         limits: RateLimits | None = None
         try:
-            await ensure_schema(engine, migrate=resolve_database_url(settings).is_sqlite)
             if settings.jwks_url:
                 jwks = JWKSCache(
                     settings.jwks_url,
@@ -79,7 +73,8 @@ def _lifespan(settings: Settings) -> Any:
                 )
                 await jwks.start()
             app.state.settings = settings
-            app.state.engine = engine
+            app.state.db = database
+            app.state.engine = database.engine  # SQLAlchemy, for admin tasks and tests
             app.state.jwks = jwks
             app.state.verifier = TokenVerifier(settings, jwks)
             app.state.provisioner = UserProvisioner(settings.user_cache_size)
@@ -97,7 +92,7 @@ def _lifespan(settings: Settings) -> Any:
                 await limits.aclose()
             if jwks is not None:
                 await jwks.aclose()
-            await engine.dispose()
+            await database.close()
 
     return lifespan
 

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
@@ -149,10 +150,24 @@ def describe_validation_errors(errors: Sequence[Any]) -> str:
     return "; ".join(str(part) for part in parts) or "Invalid request"
 
 
+# SQLSTATE classes meaning "down, restarting or overloaded": 08 connection exception,
+# 53 insufficient resources, 57P0x shutdown/starting up, 57014 statement timeout or
+# cancelled, 40001/40P01 serialisation failure or deadlock (safe to retry).
+def _unavailable_sqlstate(sqlstate: object) -> bool:
+    return isinstance(sqlstate, str) and (
+        sqlstate.startswith(("08", "53", "57P")) or sqlstate in ("57014", "40001", "40P01")
+    )
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """Whether a database error means 'down or overloaded' rather than a bug."""
     if isinstance(exc, (sa_exc.TimeoutError, TimeoutError, ConnectionError)):
         return True
+    # "connection does not exist/closed", or a connection caught mid-way by a failure
+    if isinstance(exc, (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        return _unavailable_sqlstate(exc.sqlstate)
     if isinstance(exc, sa_exc.DBAPIError):
         if exc.connection_invalidated or isinstance(
             exc, (sa_exc.OperationalError, sa_exc.InterfaceError)
@@ -222,6 +237,9 @@ def install_error_handlers(app: FastAPI, retry_after: int) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(sa_exc.SQLAlchemyError, unhandled)
+    app.add_exception_handler(asyncpg.PostgresError, unhandled)
+    app.add_exception_handler(asyncpg.InterfaceError, unhandled)
+    app.add_exception_handler(asyncpg.exceptions.InternalClientError, unhandled)
     app.add_exception_handler(OSError, unhandled)
     app.add_exception_handler(TimeoutError, unhandled)
     app.add_exception_handler(Exception, unhandled)

@@ -6,11 +6,10 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Request
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
 from taskapi import __version__
+from taskapi.db import Database
 from taskapi.errors import ErrorBody, error_response, is_unavailable
 from taskapi.jsonutil import json_response
 
@@ -30,10 +29,10 @@ async def health() -> dict[str, Any]:
     responses={503: {"model": ErrorBody, "description": "Database unavailable"}},
 )
 async def ready(request: Request) -> Response:
-    engine: AsyncEngine = request.app.state.engine
+    database: Database = request.app.state.db
     try:
-        async with asyncio.timeout(READY_TIMEOUT_SECONDS), engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+            await database.ping()
     except Exception as error:
         if not is_unavailable(error) and not isinstance(error, TimeoutError):
             raise

@@ -95,6 +95,11 @@ class TaskUpdate(BaseModel):
     due_date: DueDate | None = None
 
 
+# Drivers return UTC-aware values, except asyncpg at the very edge of the range
+# (0001-01-01T00:00:00Z comes back naive), so make sure.
+UTCDateTime = Annotated[datetime, AfterValidator(as_utc)]
+
+
 class TaskRead(BaseModel):
     """A task as the API returns it; timestamps are UTC with a `Z` suffix."""
 
@@ -103,7 +108,7 @@ class TaskRead(BaseModel):
     description: str | None
     completed: bool
     priority: Priority | None
-    due_date: datetime | None
+    due_date: UTCDateTime | None
     user_id: str
-    created_at: datetime
-    updated_at: datetime
+    created_at: UTCDateTime
+    updated_at: UTCDateTime

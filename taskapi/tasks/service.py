@@ -11,14 +11,12 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import RowMapping, bindparam, delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 
-from taskapi.db import DBSession
+from taskapi.db import DBSession, Query, Row
 from taskapi.errors import TaskNotFoundError
 from taskapi.models import tasks
 from taskapi.tasks.schemas import Priority, TaskCreate
-
-Row = RowMapping
 
 COLUMNS = (
     tasks.c.id,
@@ -37,14 +35,26 @@ OWNED = tasks.c.user_id == bindparam("owner_id")
 THIS_TASK = tasks.c.id == bindparam("task_id")
 
 OWNED_TASKS = select(*COLUMNS).where(OWNED)
-GET_TASK = OWNED_TASKS.where(THIS_TASK)
-DELETE_TASK = delete(tasks).where(OWNED, THIS_TASK).returning(tasks.c.id)
-CREATE_TASK = insert(tasks).returning(*COLUMNS)
+GET_TASK = Query.of(OWNED_TASKS.where(THIS_TASK))
+DELETE_TASK = Query.of(delete(tasks).where(OWNED, THIS_TASK).returning(tasks.c.id))
+INSERTED = (
+    "title",
+    "description",
+    "completed",
+    "priority",
+    "due_date",
+    "user_id",
+    "created_at",
+    "updated_at",
+)
+CREATE_TASK = Query.of(
+    insert(tasks).values({name: bindparam(name) for name in INSERTED}).returning(*COLUMNS)
+)
 UPDATABLE = ("title", "description", "completed", "priority", "due_date", "updated_at")
 
 
 @cache
-def _list_statement(completed: bool, priority: bool, after: bool) -> Any:
+def _list_statement(completed: bool, priority: bool, after: bool) -> Query:
     """The page query for one combination of filters (8 at most, each compiled once)."""
     statement = OWNED_TASKS
     if completed:
@@ -53,20 +63,19 @@ def _list_statement(completed: bool, priority: bool, after: bool) -> Any:
         statement = statement.where(tasks.c.priority == bindparam("priority"))
     if after:
         statement = statement.where(tasks.c.id > bindparam("after_id"))
-    return statement.order_by(tasks.c.id).limit(bindparam("page_size"))
+    return Query.of(statement.order_by(tasks.c.id).limit(bindparam("page_size")))
 
 
 @cache
-def _update_statement(fields: frozenset[str]) -> Any:
+def _update_statement(fields: frozenset[str]) -> Query:
     """UPDATE .. RETURNING of the owner's task, setting exactly `fields`."""
     values: dict[str, Any] = {n: bindparam(f"new_{n}") for n in UPDATABLE if n in fields}
-    return update(tasks).where(OWNED, THIS_TASK).values(**values).returning(*COLUMNS)
+    return Query.of(update(tasks).where(OWNED, THIS_TASK).values(**values).returning(*COLUMNS))
 
 
 async def get_task(session: DBSession, owner_id: str, task_id: int) -> Row:
     """One task of the owner, or TASK_NOT_FOUND."""
-    result = await session.connection.execute(GET_TASK, {"owner_id": owner_id, "task_id": task_id})
-    row = result.mappings().first()
+    row = await session.fetch_one(GET_TASK, {"owner_id": owner_id, "task_id": task_id})
     if row is None:
         raise TaskNotFoundError()
     return row
@@ -90,8 +99,7 @@ async def list_tasks(
         params["priority"] = priority.value
     if after_id is not None:
         params["after_id"] = after_id
-    result = await session.connection.execute(statement, params)
-    return result.mappings().all()
+    return await session.fetch_all(statement, params)
 
 
 async def create_task(session: DBSession, owner_id: str, data: TaskCreate) -> Row:
@@ -107,8 +115,9 @@ async def create_task(session: DBSession, owner_id: str, data: TaskCreate) -> Ro
         "created_at": now,
         "updated_at": now,
     }
-    result = await session.connection.execute(CREATE_TASK, values)
-    return result.mappings().one()
+    row = await session.fetch_one(CREATE_TASK, values)
+    assert row is not None
+    return row
 
 
 async def update_task(
@@ -121,8 +130,7 @@ async def update_task(
     values["updated_at"] = datetime.now(UTC)
     params = {f"new_{name}": value for name, value in values.items()}
     params.update(owner_id=owner_id, task_id=task_id)
-    result = await session.connection.execute(_update_statement(frozenset(values)), params)
-    row = result.mappings().first()
+    row = await session.fetch_one(_update_statement(frozenset(values)), params)
     if row is None:
         raise TaskNotFoundError()
     return row
@@ -130,8 +138,6 @@ async def update_task(
 
 async def delete_task(session: DBSession, owner_id: str, task_id: int) -> None:
     """Delete one of the owner's tasks, or TASK_NOT_FOUND."""
-    result = await session.connection.execute(
-        DELETE_TASK, {"owner_id": owner_id, "task_id": task_id}
-    )
-    if result.first() is None:
+    row = await session.fetch_one(DELETE_TASK, {"owner_id": owner_id, "task_id": task_id})
+    if row is None:
         raise TaskNotFoundError()

@@ -5,26 +5,23 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 
 from taskapi.auth.tokens import Identity
-from taskapi.db import DBSession
+from taskapi.db import DBSession, Query
 from taskapi.models import users
 
 Profile = tuple[str | None, str | None, str | None]
 
 
-def _upsert(dialect_name: str, identity: Identity) -> Any:
+def _upsert(insert: Any) -> Any:
     """INSERT .. ON CONFLICT (id) DO UPDATE, touching the row only if the profile changed."""
-    insert = postgresql.insert if dialect_name == "postgresql" else sqlite.insert
-    now = datetime.now(UTC)
     statement = insert(users).values(
-        id=identity.sub,
-        email=identity.email,
-        name=identity.name,
-        avatar_url=identity.avatar_url,
-        created_at=now,
-        updated_at=now,
+        {
+            name: bindparam(name)
+            for name in ("id", "email", "name", "avatar_url", "created_at", "updated_at")
+        }
     )
     new = statement.excluded
     return statement.on_conflict_do_update(
@@ -40,7 +37,11 @@ def _upsert(dialect_name: str, identity: Identity) -> Any:
             | users.c.name.is_distinct_from(new.name)
             | users.c.avatar_url.is_distinct_from(new.avatar_url)
         ),
-    )
+    ).returning(users.c.id)
+
+
+# SQLite's statement runs through SQLAlchemy; PostgreSQL's is compiled once for asyncpg.
+UPSERT_USER = Query.of(_upsert(sqlite.insert), postgres=_upsert(postgresql.insert))
 
 
 class UserProvisioner:
@@ -59,7 +60,18 @@ class UserProvisioner:
         profile = identity.profile
         if self._known.get(identity.sub) == profile:
             return
-        await session.connection.execute(_upsert(session.dialect_name, identity))
+        now = datetime.now(UTC)
+        await session.fetch_one(
+            UPSERT_USER,
+            {
+                "id": identity.sub,
+                "email": identity.email,
+                "name": identity.name,
+                "avatar_url": identity.avatar_url,
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
         session.after_commit(lambda: self._remember(identity.sub, profile))
 
     def forget(self, sub: str) -> None:

@@ -242,14 +242,14 @@ async def sequential_gets(client: httpx.AsyncClient, task_id: int, n: int = 10) 
 
 
 @pytest.mark.parametrize(
-    ("idle_ping", "expected_503s"),
+    ("idle_ping", "max_503s"),
     [(IDLE_PING, 0), (0, 1)],
     ids=["idle-ping-on", "idle-ping-off"],
 )
 async def test_restart_while_idle_costs_at_most_one_request(
-    pg: PrivateCluster, idle_ping: float, expected_503s: int
+    pg: PrivateCluster, idle_ping: float, max_503s: int
 ) -> None:
-    """With the checkout ping a restart costs nothing; without it, exactly one 503."""
+    """With the checkout ping a restart costs nothing; without it, at most one 503."""
     async with (
         asyncio.timeout(60),
         serve(settings_for(pg, db_idle_ping_seconds=idle_ping)) as (
@@ -259,7 +259,7 @@ async def test_restart_while_idle_costs_at_most_one_request(
     ):
         task = await create(client)
         await warm_pool(client, task["id"])
-        pooled = app.state.engine.pool.checkedin()
+        pooled = app.state.db.pool_stats()["idle"]
         assert pooled >= 2
         idle_from = time.perf_counter()
         await asyncio.to_thread(pg.stop, "fast")
@@ -267,16 +267,20 @@ async def test_restart_while_idle_costs_at_most_one_request(
         assert time.perf_counter() - idle_from > IDLE_PING
         statuses = await sequential_gets(client, task["id"])
     print(f"\n[restart-idle/ping={idle_ping}] pooled={pooled} statuses={statuses}")
-    assert statuses == [503] * expected_503s + [200] * (10 - expected_503s)
+    # With the ping no request fails; without it, asyncpg usually notices the closed socket
+    # first, and at most the first request after the restart may get a 503.
+    failed = statuses.count(503)
+    assert failed <= max_503s
+    assert statuses == [503] * failed + [200] * (10 - failed)
 
 
 @pytest.mark.parametrize(
-    ("idle_ping", "expected_503s"),
+    ("idle_ping", "max_503s"),
     [(IDLE_PING, 0), (0, 1)],
     ids=["idle-ping-on", "idle-ping-off"],
 )
 async def test_terminated_backends_57P01_sequential(
-    pg: PrivateCluster, idle_ping: float, expected_503s: int
+    pg: PrivateCluster, idle_ping: float, max_503s: int
 ) -> None:
     async with (
         asyncio.timeout(60),
@@ -293,7 +297,11 @@ async def test_terminated_backends_57P01_sequential(
         assert time.perf_counter() - idle_from > IDLE_PING
         statuses = await sequential_gets(client, task["id"])
     print(f"\n[57P01/ping={idle_ping}] terminated={terminated} statuses={statuses}")
-    assert statuses == [503] * expected_503s + [200] * (10 - expected_503s)
+    # With the ping no request fails; without it, asyncpg usually notices the closed socket
+    # first, and at most the first request after the restart may get a 503.
+    failed = statuses.count(503)
+    assert failed <= max_503s
+    assert statuses == [503] * failed + [200] * (10 - failed)
 
 
 async def test_terminated_backends_57P01_concurrent(pg: PrivateCluster) -> None:
@@ -372,7 +380,7 @@ async def test_shutting_down_57P03_is_503(pg: PrivateCluster) -> None:
                 await probe.close()
             else:
                 pytest.fail("the server never refused connections with 57P03")
-            await app.state.engine.dispose()  # every request now needs a new connection
+            await app.state.db.reset()  # every request now needs a new connection
             responses = [
                 await client.get(f"{TASKS}/{task['id']}", headers=USER),
                 await client.post(TASKS, json={"title": "x"}, headers=USER),

@@ -14,6 +14,7 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy import text
 
+from taskapi.db import Query
 from tests.conftest import make_settings
 from tests.faults._support import SHORT_TIMEOUTS, TASKS, serve
 from tests.support.databases import alembic_upgrade
@@ -50,9 +51,13 @@ async def check_works_and_encrypted(url: str, expect_ssl: bool = True) -> None:
         fetched = await client.get(f"{TASKS}/{created.json()['id']}", headers=headers)
         assert fetched.status_code == 200, fetched.text
         assert fetched.json()["title"] == "over TLS"
-        async with app.state.engine.connect() as connection:
-            assert await connection.scalar(IS_SSL) is expect_ssl
-            assert await connection.scalar(LOGGED_IN_AS) == USER
+        # Ask through the serving pool itself, not a side connection.
+        async with app.state.db.session() as session:
+            ssl_row = await session.fetch_one(Query.of(IS_SSL), {})
+            user_row = await session.fetch_one(Query.of(LOGGED_IN_AS), {})
+        assert ssl_row is not None and user_row is not None
+        assert next(iter(ssl_row.values())) is expect_ssl
+        assert next(iter(user_row.values())) == USER
 
 
 async def test_neon_style_url_require_with_channel_binding(cluster: PrivateCluster) -> None:
