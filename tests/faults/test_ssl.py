@@ -55,7 +55,8 @@ async def check_works_and_encrypted(url: str, expect_ssl: bool = True) -> None:
         async with app.state.db.session() as session:
             ssl_row = await session.fetch_one(Query.of(IS_SSL), {})
             user_row = await session.fetch_one(Query.of(LOGGED_IN_AS), {})
-        assert ssl_row is not None and user_row is not None
+        assert ssl_row is not None
+        assert user_row is not None
         assert next(iter(ssl_row.values())) is expect_ssl
         assert next(iter(user_row.values())) == USER
 
