@@ -36,6 +36,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: _error("Task not found, or owned by someone else"),
 }
 BODY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error("Request body is not parseable JSON (e.g. not UTF-8, or nested too deeply)"),
     413: _error("Request body larger than the configured limit"),
     415: _error("Request body is not JSON"),
 }

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from taskapi.models import DESCRIPTION_MAX, TITLE_MAX
 
@@ -45,27 +46,70 @@ def as_utc(value: datetime) -> datetime:
         raise ValueError("is out of range once converted to UTC") from None
 
 
-Title = Annotated[
-    str,
-    Field(min_length=1, max_length=TITLE_MAX, examples=["Complete project documentation"]),
-    AfterValidator(storable),
-    AfterValidator(not_blank),
-]
-Description = Annotated[
-    str,
-    Field(max_length=DESCRIPTION_MAX, examples=["Write comprehensive API docs"]),
-    AfterValidator(storable),
-]
-DueDate = Annotated[
-    datetime,
-    Field(description="ISO 8601; a value without offset is taken as UTC"),
-    AfterValidator(as_utc),
-]
+_NUMBER = re.compile(r"[+-]?\d+(\.\d*)?")
+
+
+def iso_text(value: Any) -> Any:
+    """Only ISO 8601 text is a date: pydantic would also read numbers as Unix times."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or _NUMBER.fullmatch(value.strip()):
+        raise ValueError("must be an ISO 8601 date-time string, e.g. 2026-02-10T00:00:00Z")
+    return value
+
+
+# What the validators above enforce, stated in the schema so clients (and fuzzers) see it:
+# no NUL anywhere, and a title needs one character that `str.isspace()` does not count.
+_SPACE = "\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+TITLE_PATTERN = f"^[^\\x00]*[^\\x00{_SPACE}][^\\x00]*$"
+NO_NUL_PATTERN = "^[^\\x00]*$"
+
+
+def _title_schema(schema: dict[str, Any]) -> None:
+    schema["pattern"] = TITLE_PATTERN
+
+
+def _description_schema(schema: dict[str, Any]) -> None:
+    schema["pattern"] = NO_NUL_PATTERN
+
+
+def _optional_title_schema(schema: dict[str, Any]) -> None:
+    """A PUT title: may be omitted but not null (so no `default: null`)."""
+    schema.pop("default", None)
+    schema["pattern"] = TITLE_PATTERN
 
 
 def _no_default(schema: dict[str, Any]) -> None:
     """Leave `default: null` out of the schema of fields that may be omitted but not null."""
     schema.pop("default", None)
+
+
+Title = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=TITLE_MAX,
+        examples=["Complete project documentation"],
+        json_schema_extra=_title_schema,
+    ),
+    AfterValidator(storable),
+    AfterValidator(not_blank),
+]
+Description = Annotated[
+    str,
+    Field(
+        max_length=DESCRIPTION_MAX,
+        examples=["Write comprehensive API docs"],
+        json_schema_extra=_description_schema,
+    ),
+    AfterValidator(storable),
+]
+DueDate = Annotated[
+    datetime,
+    Field(description="ISO 8601; a value without offset is taken as UTC"),
+    BeforeValidator(iso_text),
+    AfterValidator(as_utc),
+]
 
 
 class TaskCreate(BaseModel):
@@ -75,7 +119,7 @@ class TaskCreate(BaseModel):
 
     title: Title
     description: Description | None = None
-    completed: bool = False
+    completed: bool = Field(default=False, strict=True)
     priority: Priority | None = None
     due_date: DueDate | None = None
 
@@ -88,9 +132,9 @@ class TaskUpdate(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    title: Title = Field(default=None, json_schema_extra=_no_default)  # type: ignore[assignment]
+    title: Title = Field(default=None, json_schema_extra=_optional_title_schema)  # type: ignore[assignment]
     description: Description | None = None
-    completed: bool = Field(default=None, json_schema_extra=_no_default)  # type: ignore[assignment]
+    completed: bool = Field(default=None, strict=True, json_schema_extra=_no_default)  # type: ignore[assignment]
     priority: Priority | None = None
     due_date: DueDate | None = None
 

@@ -329,3 +329,33 @@ async def test_unicode_round_trips_exactly(client: httpx.AsyncClient, text: str)
     assert fetched["title"] == text
     assert fetched["description"] == text * 3
     assert fetched["title"].encode() == text.encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"title": "ok", "due_date": 0}, "due_date"),
+        ({"title": "ok", "due_date": 1.5}, "due_date"),
+        ({"title": "ok", "due_date": "1700000000"}, "due_date"),
+        ({"title": "ok", "completed": 1}, "completed"),
+        ({"title": "ok", "completed": "true"}, "completed"),
+        ({"title": "ok", "completed": "yes"}, "completed"),
+    ],
+)
+async def test_no_lenient_coercion_of_dates_and_booleans(
+    client: httpx.AsyncClient, body: dict[str, Any], field: str
+) -> None:
+    created = await client.post(TASKS, json=body, headers=ALICE)
+    assert created.status_code == 422, created.text
+    assert field in created.json()["detail"]
+    task = await create(client)
+    updated = await client.put(f"{TASKS}/{task['id']}", json={field: body[field]}, headers=ALICE)
+    assert updated.status_code == 422, updated.text
+
+
+async def test_a_body_that_is_not_utf8_is_a_400(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        TASKS, content=b'{"title": "\xff"}', headers={**ALICE, "Content-Type": "application/json"}
+    )
+    assert response.status_code == 400
+    assert response.json()["code"] == "BAD_REQUEST"
