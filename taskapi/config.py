@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     redis_url: str | None = None
 
     log_level: str = "INFO"
+    # FastAPI's built-in OpenTelemetry instrumentation (needs an OTel SDK configured). Off
+    # by default: even unconfigured it costs a few percent of every request.
+    telemetry_enabled: bool = False
 
     @field_validator("cors_origins", "jwt_algorithms", mode="before")
     @classmethod

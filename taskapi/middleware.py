@@ -8,7 +8,7 @@ import uuid
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from taskapi.requestctx import set_request_id
+from taskapi.requestctx import RESPONSE_HEADERS_KEY, set_request_id
 
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._\-]{1,64}$")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -105,9 +105,13 @@ class EdgeMiddleware:
                 return
             receive = replay
 
+        # The app may add headers here (rate limits), whatever response it returns.
+        app_headers: list[tuple[bytes, bytes]] = []
+        scope[RESPONSE_HEADERS_KEY] = app_headers
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", ()), *extra]
+                message["headers"] = [*message.get("headers", ()), *extra, *app_headers]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

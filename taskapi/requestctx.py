@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
+# Scope key of a list the app may append (name, value) header pairs to; the edge middleware
+# adds them to the response, whatever the endpoint returns.
+RESPONSE_HEADERS_KEY = "taskapi.response_headers"
+
 _request_id: ContextVar[str] = ContextVar("request_id", default="-")
 
 

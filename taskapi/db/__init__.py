@@ -4,7 +4,16 @@ the request-scoped session, and schema checks."""
 from taskapi.config import Settings
 from taskapi.db.engine import create_engine
 from taskapi.db.schema import MIGRATIONS_DIR, ensure_schema, head_revision, schema_revision
-from taskapi.db.session import Database, DBSession, Query, Row, Session, get_session
+from taskapi.db.session import (
+    Database,
+    DBSession,
+    Query,
+    Row,
+    Session,
+    UnitOfWork,
+    UnitOfWorkRoute,
+    get_session,
+)
 from taskapi.db.url import ResolvedURL, resolve_database_url
 
 __all__ = [
@@ -15,6 +24,8 @@ __all__ = [
     "ResolvedURL",
     "Row",
     "Session",
+    "UnitOfWork",
+    "UnitOfWorkRoute",
     "create_engine",
     "ensure_schema",
     "get_session",

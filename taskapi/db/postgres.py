@@ -113,7 +113,6 @@ class PostgresDatabase:
             if raw is not None and not raw.is_closed():
                 self._idle_since[raw] = time.monotonic()
             await self._pool.release(connection)
-        session.run_callbacks()
 
     async def _acquire(self) -> Any:
         """A pooled connection, pinged first if it sat idle (a stale one is replaced)."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.base import Executable
@@ -106,7 +107,6 @@ class SQLiteDatabase:
                 await connection.rollback()
                 raise
             await connection.commit()
-            session.run_callbacks()
 
     async def ping(self) -> None:
         from sqlalchemy import text
@@ -118,15 +118,72 @@ class SQLiteDatabase:
         await self.engine.dispose()
 
 
-async def get_session(request: Request) -> AsyncIterator[DBSession]:
-    """Yield the request's session; it commits on success and rolls back on any error.
-
-    Declared with `scope="function"`, so the commit finishes before the response is sent:
-    a 2xx is only ever sent for a committed write.
-    """
-    database: Database = request.app.state.db
-    async with database.session() as session:
-        yield session
+SESSION_KEY = "taskapi.session"
 
 
-Session = Annotated[DBSession, Depends(get_session, scope="function")]
+class UnitOfWork(_Callbacks):
+    """The request's session, opened lazily: no connection is taken until the first query,
+    so a request refused before it (a bad token, a rate limit) never waits for the pool."""
+
+    __slots__ = ("_context", "_database", "_session")
+
+    def __init__(self, database: Database) -> None:
+        super().__init__()
+        self._database = database
+        self._context: AbstractAsyncContextManager[DBSession] | None = None
+        self._session: DBSession | None = None
+
+    async def _open(self) -> DBSession:
+        if self._session is None:
+            context = self._database.session()
+            self._session = await context.__aenter__()
+            self._context = context
+        return self._session
+
+    async def fetch_one(self, query: Query, params: Params) -> Row | None:
+        return await (await self._open()).fetch_one(query, params)
+
+    async def fetch_all(self, query: Query, params: Params) -> list[Row]:
+        return await (await self._open()).fetch_all(query, params)
+
+    async def finish(self, error: BaseException | None) -> None:
+        """Commit (no error) or roll back; then, if committed, run the callbacks."""
+        context, self._context, self._session = self._context, None, None
+        if context is not None:
+            if error is None:
+                await context.__aexit__(None, None, None)
+            else:
+                await context.__aexit__(type(error), error, error.__traceback__)
+        if error is None:
+            self.run_callbacks()
+
+
+class UnitOfWorkRoute(APIRoute):
+    """Routes whose request runs in one `UnitOfWork`: the one place that commits or rolls
+    back. The commit completes before the response is sent, so a 2xx is only ever sent for
+    a committed write."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def run_in_unit_of_work(request: Request) -> Response:
+            work = UnitOfWork(request.app.state.db)
+            request.scope[SESSION_KEY] = work
+            try:
+                response = await handler(request)
+            except BaseException as error:
+                await work.finish(error)
+                raise
+            await work.finish(None)
+            return response
+
+        return run_in_unit_of_work
+
+
+async def get_session(request: Request) -> DBSession:
+    """The request's unit of work (see `UnitOfWorkRoute`)."""
+    session: DBSession = request.scope[SESSION_KEY]
+    return session
+
+
+Session = Annotated[DBSession, Depends(get_session)]

@@ -10,8 +10,8 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from taskapi.auth.dependencies import CurrentUser, authenticate
-from taskapi.db import Session
+from taskapi.auth.dependencies import CurrentUser
+from taskapi.db import Session, UnitOfWorkRoute
 from taskapi.errors import APIError, ErrorBody, UnsupportedMediaTypeError
 from taskapi.tasks import service
 from taskapi.tasks.schemas import Priority, TaskCreate, TaskRead, TaskUpdate
@@ -56,14 +56,12 @@ async def require_json(request: Request) -> None:
         raise UnsupportedMediaTypeError()
 
 
-# Authentication runs first (route-level dependencies precede the endpoint's own), so a bad
-# token is refused without waiting for a database connection. FastAPI caches the result, so
-# `CurrentUser` below does not verify twice.
+# Each request runs in one unit of work (see UnitOfWorkRoute), opened on its first query.
 router = APIRouter(
     prefix=PREFIX,
     tags=["tasks"],
     responses=COMMON_ERRORS,
-    dependencies=[Depends(authenticate)],
+    route_class=UnitOfWorkRoute,
 )
 
 
