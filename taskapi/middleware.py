@@ -76,6 +76,7 @@ class EdgeMiddleware:
             scope["raw_path"] = scope["path"].encode()
 
         if scope["method"] in _BODY_METHODS:
+            declared = 0
             if content_length is not None:
                 try:
                     declared = int(content_length)
@@ -84,24 +85,13 @@ class EdgeMiddleware:
                 if declared < 0:
                     await _send_error(send, 400, "BAD_REQUEST", "Invalid Content-Length", extra)
                     return
-                if declared > self.max_body_bytes:
-                    await _send_error(
-                        send,
-                        413,
-                        "PAYLOAD_TOO_LARGE",
-                        f"Request body exceeds {self.max_body_bytes} bytes",
-                        extra,
-                    )
-                    return
-            replay = await self._read_bounded(receive)
+            # Refused at once by its declared length, or as soon as it streams past the limit.
+            replay = None
+            if declared <= self.max_body_bytes:
+                replay = await self._read_bounded(receive)
             if replay is None:
-                await _send_error(
-                    send,
-                    413,
-                    "PAYLOAD_TOO_LARGE",
-                    f"Request body exceeds {self.max_body_bytes} bytes",
-                    extra,
-                )
+                too_large = f"Request body exceeds {self.max_body_bytes} bytes"
+                await _send_error(send, 413, "PAYLOAD_TOO_LARGE", too_large, extra)
                 return
             receive = replay
 

@@ -28,12 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from fastapi import FastAPI
 
 from taskapi.models import users
-from tests.support.betterauth import (
-    BetterAuthServer,
-    BetterAuthUnavailableError,
-    Session,
-)
-from tests.support.databases import skip_or_fail
+from tests.support.betterauth import BetterAuthServer, Session, start_or_skip
 
 TASKS = "/api/v1/tasks"
 ALGORITHMS = ("EdDSA", "RS256", "ES256")
@@ -44,11 +39,7 @@ COOLDOWN = 10.0
 @pytest.fixture(scope="module", params=ALGORITHMS)
 def betterauth(request: pytest.FixtureRequest) -> Iterator[BetterAuthServer]:
     """A real Better Auth server signing with the parametrized algorithm."""
-    server = BetterAuthServer(str(request.param))
-    try:
-        server.start()
-    except BetterAuthUnavailableError as exc:
-        skip_or_fail(f"Better Auth test server unavailable: {exc}")
+    server = start_or_skip(str(request.param))
     try:
         yield server
     finally:

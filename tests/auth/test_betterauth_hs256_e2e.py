@@ -15,8 +15,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 
 from taskapi.models import users
-from tests.support.betterauth import BetterAuthServer, BetterAuthUnavailableError
-from tests.support.databases import skip_or_fail
+from tests.support.betterauth import BetterAuthServer, start_or_skip
 from tests.support.tokens import TEST_SECRET
 
 TASKS = "/api/v1/tasks"
@@ -24,11 +23,7 @@ TASKS = "/api/v1/tasks"
 
 @pytest.fixture(scope="module")
 def betterauth() -> Iterator[BetterAuthServer]:
-    server = BetterAuthServer("HS256", hs256_secret=TEST_SECRET)
-    try:
-        server.start()
-    except BetterAuthUnavailableError as exc:
-        skip_or_fail(f"Better Auth test server unavailable: {exc}")
+    server = start_or_skip("HS256", hs256_secret=TEST_SECRET)
     try:
         yield server
     finally:

@@ -402,3 +402,15 @@ class BetterAuthServer:
         """The kid new tokens are signed with (None before the first key is minted)."""
         signing = self._check(self._request("GET", "/test/keys"), "keys")["signing"]
         return None if signing is None else str(signing)
+
+
+def start_or_skip(alg: str = "EdDSA", **options: Any) -> BetterAuthServer:
+    """A started server; without Node.js the test skips (and fails with CI=true)."""
+    from tests.support.databases import skip_or_fail
+
+    server = BetterAuthServer(alg, **options)
+    try:
+        server.start()
+    except BetterAuthUnavailableError as exc:
+        skip_or_fail(f"Better Auth test server unavailable: {exc}")
+    return server
