@@ -508,3 +508,13 @@ async def test_ready(client: httpx.AsyncClient) -> None:
     assert response.status_code == 200
     assert response.json()["status"] == "ready"
     assert response.headers["cache-control"] == "no-store"
+
+
+async def test_oversized_headers_are_refused_with_431(client: httpx.AsyncClient) -> None:
+    response = await client.get(TASKS, headers={**auth("alice"), "X-Padding": "a" * 20_000})
+    assert response.status_code == 431
+    assert response.json() == {
+        "detail": "Request headers are too large",
+        "code": "HEADERS_TOO_LARGE",
+    }
+    assert response.headers["x-content-type-options"] == "nosniff"
