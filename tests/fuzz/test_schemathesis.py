@@ -17,7 +17,7 @@ How it is wired:
 - Every request carries a valid HS256 token (`headers` in the config), so `ignored_auth`
   sees explicit credentials and probes each operation without and with a bad token.
 
-Bounded for CI: `FUZZ_MAX_EXAMPLES` (30) per operation, `FUZZ_STATEFUL_EXAMPLES` (20)
+Bounded for CI: `FUZZ_MAX_EXAMPLES` (100) per operation, `FUZZ_STATEFUL_EXAMPLES` (50)
 scenarios of up to `FUZZ_STATEFUL_STEPS` (10) calls.
 """
 
@@ -43,8 +43,8 @@ from tests.conftest import make_settings
 from tests.support.tokens import make_token
 
 FUZZ_BACKENDS = ("sqlite", "postgresql")
-MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "30"))
-STATEFUL_EXAMPLES = int(os.environ.get("FUZZ_STATEFUL_EXAMPLES", "20"))
+MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "100"))
+STATEFUL_EXAMPLES = int(os.environ.get("FUZZ_STATEFUL_EXAMPLES", "50"))
 STATEFUL_STEPS = int(os.environ.get("FUZZ_STATEFUL_STEPS", "10"))
 TOKEN_TTL = 3600
 
