@@ -102,12 +102,6 @@ class AuthUnavailableError(UnavailableError):
     detail = "Token verification keys are unavailable, retry later"
 
 
-class PayloadTooLargeError(APIError):
-    status_code = 413
-    code = "PAYLOAD_TOO_LARGE"
-    detail = "Request body is too large"
-
-
 class UnsupportedMediaTypeError(APIError):
     status_code = 415
     code = "UNSUPPORTED_MEDIA_TYPE"

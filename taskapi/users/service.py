@@ -74,10 +74,6 @@ class UserProvisioner:
         )
         session.after_commit(lambda: self._remember(identity.sub, profile))
 
-    def forget(self, sub: str) -> None:
-        """Drop a user from the cache (its row may be gone)."""
-        self._known.pop(sub, None)
-
     def _remember(self, sub: str, profile: Profile) -> None:
         if not self._cache_size:
             return
