@@ -424,3 +424,9 @@ def test_default_issuer_is_better_auths_origin_without_default_port(
     settings = Settings(_env_file=None, jwks_url=jwks_url)  # type: ignore[call-arg]
     assert settings.expected_issuer == issuer
     assert settings.expected_audience == issuer
+
+
+def test_every_setting_is_documented_in_env_example() -> None:
+    example = (Path(__file__).resolve().parents[1] / ".env.example").read_text()
+    missing = [name.upper() for name in Settings.model_fields if name.upper() not in example]
+    assert missing == []
