@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 import uuid
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from taskapi.errors import error_response
 from taskapi.requestctx import RESPONSE_HEADERS_KEY, set_request_id
 
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._\-]{1,64}$")
@@ -21,17 +21,18 @@ _SECURITY_HEADERS = [
 
 
 async def _send_error(
-    send: Send, status: int, code: str, detail: str, extra: list[tuple[bytes, bytes]]
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    code: str,
+    detail: str,
+    extra: list[tuple[bytes, bytes]],
 ) -> None:
-    body = orjson.dumps({"detail": detail, "code": code})
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-        *extra,
-    ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    """Answer before the app runs, with the service's one error body."""
+    response = error_response(status, code, detail, {"Connection": "close"})
+    response.raw_headers.extend(extra)
+    await response(scope, receive, send)
 
 
 class EdgeMiddleware:
@@ -65,7 +66,13 @@ class EdgeMiddleware:
         extra = [*_SECURITY_HEADERS, (b"x-request-id", rid.encode())]
         if total > MAX_HEADER_BYTES:
             await _send_error(
-                send, 431, "HEADERS_TOO_LARGE", "Request headers are too large", extra
+                scope,
+                receive,
+                send,
+                431,
+                "HEADERS_TOO_LARGE",
+                "Request headers are too large",
+                extra,
             )
             return
 
@@ -83,7 +90,9 @@ class EdgeMiddleware:
                 except ValueError:
                     declared = -1
                 if declared < 0:
-                    await _send_error(send, 400, "BAD_REQUEST", "Invalid Content-Length", extra)
+                    await _send_error(
+                        scope, receive, send, 400, "BAD_REQUEST", "Invalid Content-Length", extra
+                    )
                     return
             # Refused at once by its declared length, or as soon as it streams past the limit.
             replay = None
@@ -91,7 +100,7 @@ class EdgeMiddleware:
                 replay = await self._read_bounded(receive)
             if replay is None:
                 too_large = f"Request body exceeds {self.max_body_bytes} bytes"
-                await _send_error(send, 413, "PAYLOAD_TOO_LARGE", too_large, extra)
+                await _send_error(scope, receive, send, 413, "PAYLOAD_TOO_LARGE", too_large, extra)
                 return
             receive = replay
 
