@@ -45,6 +45,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
+from tests.support.databases import skip_or_fail  # the one skip-locally/fail-in-CI rule
+
 __all__ = [
     "PrivateCluster",
     "PrivateClusterError",
@@ -112,15 +114,6 @@ def find_pg_bindir() -> Path | None:
     if initdb and _has_server_binaries(Path(initdb).parent):
         return Path(initdb).parent
     return None
-
-
-def skip_or_fail(message: str) -> None:
-    """pytest.skip(message) locally; pytest.fail(message) when CI=true."""
-    import pytest
-
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 def require_pg_bindir() -> Path:
