@@ -23,6 +23,7 @@ from taskapi.errors import error_response, install_error_handlers
 from taskapi.health import router as health_router
 from taskapi.middleware import EdgeMiddleware
 from taskapi.ratelimit import RateLimits, build_rate_limits
+from taskapi.tasks.fastpath import TasksFastPath
 from taskapi.tasks.router import router as tasks_router
 from taskapi.users.service import UserProvisioner
 
@@ -157,6 +158,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(tasks_router)
     _install_openapi(app)
+    if settings.tasks_fast_path:
+        app.add_middleware(TasksFastPath)  # innermost: behind CORS and the edge
     app.add_middleware(
         JSONErrorCORSMiddleware,
         allow_origins=settings.cors_origins,

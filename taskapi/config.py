@@ -86,6 +86,7 @@ class Settings(BaseSettings):
     # FastAPI's built-in OpenTelemetry instrumentation (needs an OTel SDK configured). Off
     # by default: even unconfigured it costs a few percent of every request.
     telemetry_enabled: bool = False
+    tasks_fast_path: bool = True
 
     @field_validator("cors_origins", "jwt_algorithms", mode="before")
     @classmethod

@@ -133,6 +133,23 @@ def error_response(
     return json_response({"detail": detail, "code": code}, status, headers)
 
 
+def api_error_response(error: APIError) -> Response:
+    """The response for an error the service raised on purpose."""
+    return error_response(error.status_code, error.code, error.detail, error.headers)
+
+
+def unexpected_error_response(exc: BaseException, retry_after: int) -> Response:
+    """503 with `Retry-After` when a dependency is down or overloaded; else a logged 500
+    whose body says nothing about the cause."""
+    if is_unavailable(exc):
+        logger.warning("database unavailable: %s", type(exc).__name__)
+        return error_response(
+            503, UnavailableError.code, UnavailableError.detail, {"Retry-After": str(retry_after)}
+        )
+    logger.error("unhandled error", exc_info=exc)
+    return error_response(500, "INTERNAL_ERROR", "Internal server error")
+
+
 def describe_validation_errors(errors: Sequence[Any]) -> str:
     """A readable detail naming each offending field, e.g. `body.title: ...`."""
     parts = []
@@ -198,7 +215,7 @@ def install_error_handlers(app: FastAPI, retry_after: int) -> None:
 
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, APIError)
-        return error_response(exc.status_code, exc.code, exc.detail, exc.headers)
+        return api_error_response(exc)
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -216,16 +233,7 @@ def install_error_handlers(app: FastAPI, retry_after: int) -> None:
         return error_response(exc.status_code, code, detail or code, headers)
 
     async def unhandled(request: Request, exc: Exception) -> Response:
-        if is_unavailable(exc):
-            logger.warning("database unavailable: %s", type(exc).__name__)
-            return error_response(
-                503,
-                UnavailableError.code,
-                UnavailableError.detail,
-                {"Retry-After": str(retry_after)},
-            )
-        logger.error("unhandled error", exc_info=exc)
-        return error_response(500, "INTERNAL_ERROR", "Internal server error")
+        return unexpected_error_response(exc, retry_after)
 
     app.add_exception_handler(APIError, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)

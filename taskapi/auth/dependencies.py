@@ -32,25 +32,30 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
-async def authenticate(request: Request) -> Identity:
-    """Verify the request's token and charge its rate limit.
+async def authenticate_bearer(
+    verifier: TokenVerifier,
+    limits: RateLimits | None,
+    authorization: str | None,
+    client: str,
+    path: str,
+    response_headers: list[tuple[bytes, bytes]] | None,
+) -> Identity:
+    """Verify an Authorization header's token and charge its rate limit.
 
     Failures are logged with their code, never the token, and count against the
-    client address, so an unauthenticated flood is limited too.
+    client address, so an unauthenticated flood is limited too. The rate-limit headers
+    go to `response_headers` (the edge middleware adds them to whatever is answered).
     """
-    verifier: TokenVerifier = request.app.state.verifier
-    limits: RateLimits | None = request.app.state.rate_limits
     try:
-        identity = await verifier.verify(bearer_token(request.headers.get("authorization")))
+        identity = await verifier.verify(bearer_token(authorization))
     except AuthenticationError as error:
         logger.info(
             "authentication failed code=%s request_id=%s path=%s",
             error.code,
             request_id(),
-            request.url.path,
+            path,
         )
         if limits is not None:
-            client = request.client.host if request.client else "unknown"
             decision, headers = await limits.charge_anonymous(client)
             if not decision.allowed:
                 raise RateLimitedError(headers=headers) from None
@@ -59,11 +64,24 @@ async def authenticate(request: Request) -> Identity:
         decision, headers = await limits.charge_user(identity.sub)
         if not decision.allowed:
             raise RateLimitedError(headers=headers)
-        # Added to the response by the edge middleware, whatever the endpoint returns.
-        extra = request.scope.get(RESPONSE_HEADERS_KEY)
-        if extra is not None:
-            extra.extend((name.lower().encode(), value.encode()) for name, value in headers.items())
+        if response_headers is not None:
+            response_headers.extend(
+                (name.lower().encode(), value.encode()) for name, value in headers.items()
+            )
     return identity
+
+
+async def authenticate(request: Request) -> Identity:
+    """`authenticate_bearer` for a FastAPI request."""
+    state = request.app.state
+    return await authenticate_bearer(
+        state.verifier,
+        state.rate_limits,
+        request.headers.get("authorization"),
+        request.client.host if request.client else "unknown",
+        request.url.path,
+        request.scope.get(RESPONSE_HEADERS_KEY),
+    )
 
 
 async def current_user(request: Request) -> Identity:

@@ -44,16 +44,25 @@ BODY_ERRORS: dict[int | str, dict[str, Any]] = {
 TaskId = Annotated[int, Path(ge=1, le=MAX_TASK_ID, description="The task's id")]
 
 
-async def require_json(request: Request) -> None:
+def is_json_content_type(content_type: str | None) -> bool:
     """Bodies must be JSON; a missing Content-Type is read as JSON, as curl users expect."""
-    content_type = request.headers.get("content-type")
     if content_type is None:
-        return
+        return True
     media_type = content_type.partition(";")[0].strip().lower()
-    if media_type != "application/json" and not (
+    return media_type == "application/json" or (
         media_type.startswith("application/") and media_type.endswith("+json")
-    ):
+    )
+
+
+async def require_json(request: Request) -> None:
+    """415 unless the body is declared JSON (see `is_json_content_type`)."""
+    if not is_json_content_type(request.headers.get("content-type")):
         raise UnsupportedMediaTypeError()
+
+
+def location(task_id: int) -> str:
+    """The `Location` of a created task."""
+    return f"{PREFIX}/{task_id}"
 
 
 # Each request runs in one unit of work (see UnitOfWorkRoute), opened on its first query.
@@ -71,7 +80,7 @@ class InvalidCursorError(APIError):
     detail = "query.cursor: invalid cursor; use the Link header of the previous page"
 
 
-class _Cursor:
+class Cursor:
     """The opaque `cursor` of keyset pagination: the last id of the previous page."""
 
     @staticmethod
@@ -91,9 +100,10 @@ class _Cursor:
         return value
 
 
-def _next_link(request: Request, last_id: int) -> str:
-    params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
-    params.append(("cursor", _Cursor.encode(last_id)))
+def next_link(query: Sequence[tuple[str, str]], last_id: int) -> str:
+    """The `Link` to the page after `last_id`, keeping the request's other parameters."""
+    params = [(k, v) for k, v in query if k != "cursor"]
+    params.append(("cursor", Cursor.encode(last_id)))
     return f'<{PREFIX}?{urlencode(params)}>; rel="next"'
 
 
@@ -125,12 +135,12 @@ async def list_tasks(
         user.sub,
         completed=completed,
         priority=priority,
-        after_id=_Cursor.decode(cursor) if cursor is not None else None,
+        after_id=Cursor.decode(cursor) if cursor is not None else None,
         limit=limit,
     )
     if len(rows) > limit:
         rows = rows[:limit]
-        response.headers["Link"] = _next_link(request, rows[-1]["id"])
+        response.headers["Link"] = next_link(request.query_params.multi_items(), rows[-1]["id"])
     return rows
 
 
@@ -146,7 +156,7 @@ async def create_task(
     body: TaskCreate, response: Response, session: Session, user: CurrentUser
 ) -> Any:
     row = await service.create_task(session, user.sub, body)
-    response.headers["Location"] = f"{PREFIX}/{row['id']}"
+    response.headers["Location"] = location(row["id"])
     return row
 
 

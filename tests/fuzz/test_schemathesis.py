@@ -38,7 +38,7 @@ from schemathesis.python import asgi as st_asgi
 
 from taskapi.app import create_app
 from taskapi.config import Settings
-from taskapi.tasks.router import MAX_TASK_ID, InvalidCursorError, _Cursor
+from taskapi.tasks.router import MAX_TASK_ID, InvalidCursorError, Cursor
 from tests.conftest import make_settings
 from tests.support.tokens import make_token
 
@@ -99,13 +99,13 @@ def valid_cursor_in_positive_cases(context: Any, case: schemathesis.Case) -> sch
     ):
         return case
     try:
-        _Cursor.decode(cursor)
+        Cursor.decode(cursor)
     except InvalidCursorError:
         digest = int.from_bytes(
             hashlib.sha256(cursor.encode("utf-8", "surrogatepass")).digest()[:8]
         )
         last_id = digest % 64 if digest & 1 else digest % (MAX_TASK_ID + 1)
-        case.query = {**query, "cursor": _Cursor.encode(last_id)}
+        case.query = {**query, "cursor": Cursor.encode(last_id)}
     return case
 
 
