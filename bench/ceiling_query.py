@@ -8,6 +8,8 @@ service, so the service cannot be faster than this for a one-query endpoint.
 Environment:
     DATABASE_URL     postgresql://postgres@127.0.0.1:5432/taskapi_bench
     CEILING_POOL_SIZE  pool size (default 10)
+    CEILING_POOL_RESET  "default": asyncpg's reset query on every release (otherwise
+                       none, as in the service)
     CEILING_ID_MIN / CEILING_ID_MAX  range for random ids (default: min/max(id)
                        of tasks, read at startup)
 
@@ -44,9 +46,15 @@ def _dsn() -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://")
 
 
+async def _no_reset(connection) -> None:
+    return None
+
+
 async def _startup() -> None:
     size = int(os.environ.get("CEILING_POOL_SIZE", "10"))
-    pool = await asyncpg.create_pool(_dsn(), min_size=size, max_size=size)
+    # As the service's pool: no reset query on release (the default adds a round trip).
+    reset = None if os.environ.get("CEILING_POOL_RESET") == "default" else _no_reset
+    pool = await asyncpg.create_pool(_dsn(), min_size=size, max_size=size, reset=reset)
     lo_env = os.environ.get("CEILING_ID_MIN")
     hi_env = os.environ.get("CEILING_ID_MAX")
     row = await pool.fetchrow("SELECT min(id) AS lo, max(id) AS hi FROM tasks")

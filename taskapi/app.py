@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from taskapi import __version__
 from taskapi.auth.jwks import JWKSCache
@@ -23,6 +24,7 @@ from taskapi.errors import error_response, install_error_handlers
 from taskapi.health import router as health_router
 from taskapi.middleware import EdgeMiddleware
 from taskapi.ratelimit import RateLimits, build_rate_limits
+from taskapi.requestctx import RESPONSE_HEADERS_KEY
 from taskapi.tasks.fastpath import TasksFastPath
 from taskapi.tasks.router import router as tasks_router
 from taskapi.users.service import UserProvisioner
@@ -44,7 +46,20 @@ EXPOSED_HEADERS = [
 
 
 class JSONErrorCORSMiddleware(CORSMiddleware):
-    """Starlette's CORS, with a refused preflight in the service's `{detail, code}` form."""
+    """Starlette's CORS, with a refused preflight in the service's `{detail, code}` form.
+
+    A request without `Origin` (not from a browser, or same-origin) only needs
+    `Vary: Origin`, which goes to the edge's response headers instead of through
+    Starlette's per-request header parsing.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        extra = scope.get(RESPONSE_HEADERS_KEY)
+        if extra is not None and not any(name == b"origin" for name, _ in scope["headers"]):
+            extra.append((b"vary", b"Origin"))
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
     def preflight_response(self, request_headers: Headers) -> Response:
         response = super().preflight_response(request_headers)
@@ -114,6 +129,23 @@ def _lifespan(settings: Settings) -> Any:
     return lifespan
 
 
+class ServiceApp(FastAPI):
+    """FastAPI, inside the service's own pure ASGI layers rather than around them.
+
+    Every request passes the edge (request id, size bounds, security headers) and CORS,
+    then the tasks fast path; only what the fast path does not take enters FastAPI's
+    stack (error middleware, routing, dependency injection), so a fast-path request runs
+    no framework code at all. Errors FastAPI renders still leave through the edge.
+    """
+
+    def __init__(self, *, outer_layers: Callable[[ASGIApp], ASGIApp], **kwargs: Any) -> None:
+        self._outer_layers = outer_layers
+        super().__init__(**kwargs)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return self._outer_layers(super().build_middleware_stack())
+
+
 def _install_openapi(app: FastAPI) -> None:
     """Declare the bearer scheme and require it on every task operation."""
 
@@ -135,14 +167,39 @@ def _install_openapi(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def _outer_layers(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
+    """The service's own layers around FastAPI, outermost last."""
+
+    def wrap(framework: ASGIApp) -> ASGIApp:
+        layers: ASGIApp = framework
+        if settings.tasks_fast_path and not settings.telemetry_enabled:
+            layers = TasksFastPath(layers)
+        layers = JSONErrorCORSMiddleware(
+            layers,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=EXPOSED_HEADERS,
+            max_age=600,
+        )
+        return EdgeMiddleware(
+            layers,
+            max_body_bytes=settings.max_body_bytes,
+            retry_after=settings.retry_after_seconds,
+        )
+
+    return wrap
+
+
+def create_app(settings: Settings | None = None) -> ServiceApp:
     """Build the service; settings default to the environment and `.env`."""
     settings = settings or load_settings()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its start-up chatter
-    app = FastAPI(
+    app = ServiceApp(
+        outer_layers=_outer_layers(settings),
         title="Task Management API",
         version=__version__,
         description=DESCRIPTION,
@@ -158,15 +215,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(tasks_router)
     _install_openapi(app)
-    if settings.tasks_fast_path:
-        app.add_middleware(TasksFastPath)  # innermost: behind CORS and the edge
-    app.add_middleware(
-        JSONErrorCORSMiddleware,
-        allow_origins=settings.cors_origins,
-        allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-        expose_headers=EXPOSED_HEADERS,
-        max_age=600,
-    )
-    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes)
     return app

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from taskapi.errors import error_response
+from taskapi.errors import error_response, unexpected_error_response
 from taskapi.requestctx import RESPONSE_HEADERS_KEY, set_request_id
 
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._\-]{1,64}$")
@@ -44,9 +44,10 @@ class EdgeMiddleware:
       then reads the buffered body, so nothing unbounded is ever held.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, retry_after: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.retry_after = retry_after
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,7 +62,7 @@ class EdgeMiddleware:
                 request_id = value
             elif name == b"content-length":
                 content_length = value
-        rid = request_id.decode() if request_id else uuid.uuid4().hex
+        rid = request_id.decode() if request_id else os.urandom(16).hex()  # as uuid4().hex
         set_request_id(rid)
         extra = [*_SECURITY_HEADERS, (b"x-request-id", rid.encode())]
         if total > MAX_HEADER_BYTES:
@@ -108,12 +109,23 @@ class EdgeMiddleware:
         app_headers: list[tuple[bytes, bytes]] = []
         scope[RESPONSE_HEADERS_KEY] = app_headers
 
+        started = False
+
         async def send_with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [*message.get("headers", ()), *extra, *app_headers]
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception as error:
+            # FastAPI renders its own errors; this is for a failure outside it.
+            if not started:
+                response = unexpected_error_response(error, retry_after=self.retry_after)
+                await response(scope, receive, send_with_headers)
+            raise
 
     async def _read_bounded(self, receive: Receive) -> Receive | None:
         """Read the body up to the limit; None if it is larger. Returns a replaying receive."""

@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 logger = logging.getLogger("taskapi.ratelimit")
@@ -24,18 +24,19 @@ class Policy:
     name: str
     per_minute: int
     burst: int
+    interval: float = field(init=False)
+    tolerance: float = field(init=False)
+    header: str = field(init=False)
+    header_bytes: bytes = field(init=False)
 
-    @property
-    def interval(self) -> float:
-        return 60.0 / self.per_minute
-
-    @property
-    def tolerance(self) -> float:
-        return self.interval * self.burst
-
-    @property
-    def header(self) -> str:
-        return f'"{self.name}";q={self.per_minute};w=60'
+    def __post_init__(self) -> None:
+        # Derived once: they are read on every request.
+        interval = 60.0 / self.per_minute
+        header = f'"{self.name}";q={self.per_minute};w=60'
+        object.__setattr__(self, "interval", interval)
+        object.__setattr__(self, "tolerance", interval * self.burst)
+        object.__setattr__(self, "header", header)
+        object.__setattr__(self, "header_bytes", header.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,15 +46,22 @@ class Decision:
     reset_after: float
     retry_after: float
 
+    def _state(self, policy: Policy) -> str:
+        return f'"{policy.name}";r={self.remaining};t={math.ceil(self.reset_after)}'
+
     def headers(self, policy: Policy) -> dict[str, str]:
         """`RateLimit` and `RateLimit-Policy` (IETF httpapi draft), plus `Retry-After`."""
-        values = {
-            "RateLimit-Policy": policy.header,
-            "RateLimit": f'"{policy.name}";r={self.remaining};t={math.ceil(self.reset_after)}',
-        }
+        values = {"RateLimit-Policy": policy.header, "RateLimit": self._state(policy)}
         if not self.allowed:
             values["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
         return values
+
+    def raw_headers(self, policy: Policy) -> list[tuple[bytes, bytes]]:
+        """`headers()` of an allowed request, as ASGI header pairs."""
+        return [
+            (b"ratelimit-policy", policy.header_bytes),
+            (b"ratelimit", self._state(policy).encode()),
+        ]
 
 
 def gcra(tat: float | None, now: float, policy: Policy) -> tuple[Decision, float | None]:
@@ -157,13 +165,11 @@ class RateLimits:
         self.user = user
         self.anonymous = anonymous
 
-    async def charge_user(self, sub: str) -> tuple[Decision, dict[str, str]]:
-        decision = await self.limiter.hit("u:" + sub, self.user)
-        return decision, decision.headers(self.user)
+    async def charge_user(self, sub: str) -> Decision:
+        return await self.limiter.hit("u:" + sub, self.user)
 
-    async def charge_anonymous(self, address: str) -> tuple[Decision, dict[str, str]]:
-        decision = await self.limiter.hit("ip:" + address, self.anonymous)
-        return decision, decision.headers(self.anonymous)
+    async def charge_anonymous(self, address: str) -> Decision:
+        return await self.limiter.hit("ip:" + address, self.anonymous)
 
     async def aclose(self) -> None:
         await self.limiter.aclose()

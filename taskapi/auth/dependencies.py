@@ -56,18 +56,16 @@ async def authenticate_bearer(
             path,
         )
         if limits is not None:
-            decision, headers = await limits.charge_anonymous(client)
+            decision = await limits.charge_anonymous(client)
             if not decision.allowed:
-                raise RateLimitedError(headers=headers) from None
+                raise RateLimitedError(headers=decision.headers(limits.anonymous)) from None
         raise
     if limits is not None:
-        decision, headers = await limits.charge_user(identity.sub)
+        decision = await limits.charge_user(identity.sub)
         if not decision.allowed:
-            raise RateLimitedError(headers=headers)
+            raise RateLimitedError(headers=decision.headers(limits.user))
         if response_headers is not None:
-            response_headers.extend(
-                (name.lower().encode(), value.encode()) for name, value in headers.items()
-            )
+            response_headers += decision.raw_headers(limits.user)
     return identity
 
 
