@@ -82,13 +82,14 @@ class SQLAlchemySession(_Callbacks):
         self.connection = connection
 
     async def fetch_one(self, query: Query, params: Params) -> Row | None:
-        result = await self.connection.execute(query.statement, dict(params))
-        row = result.mappings().first()
-        return None if row is None else dict(row)
+        rows = await self.fetch_all(query, params)
+        return rows[0] if rows else None
 
     async def fetch_all(self, query: Query, params: Params) -> list[Row]:
         result = await self.connection.execute(query.statement, dict(params))
-        return [dict(row) for row in result.mappings()]
+        # Plain `str` keys, as asyncpg's: SQLAlchemy's are a `str` subclass (`quoted_name`).
+        names = [str(name) for name in result.keys()]
+        return [dict(zip(names, row, strict=True)) for row in result]
 
 
 class SQLiteDatabase:
