@@ -1,4 +1,4 @@
-"""PostgreSQL through an asyncpg pool: the hot path.
+"""PostgreSQL through asyncpg connections: the hot path.
 
 Statements are SQLAlchemy Core, compiled once (`Query`); executing them on asyncpg directly
 costs about a fifth of the CPU of executing them through SQLAlchemy (measured: 31 against
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
+from collections import deque
 from typing import Any
 
 import asyncpg
@@ -42,19 +42,12 @@ class PostgresSession(_Callbacks):
         return [dict(row) for row in rows]
 
 
-async def _keep_session(connection: Any) -> None:
-    """The pool's reset on release: nothing beyond what asyncpg always does first (roll
-    back an open transaction, drop listeners). Requests change no session state (no SET,
-    LISTEN, cursors or advisory locks), so the default reset, `RESET ALL` and friends,
-    would only add a round trip to every request (measured: ~15% of throughput)."""
-
-
 class _PooledSession:
     """One request's connection: a transaction around it behind PgBouncer, none (autocommit)
     on a direct connection. A class rather than a generator-based context manager: this
     runs on every request."""
 
-    __slots__ = ("_connection", "_database", "_raw", "_transaction")
+    __slots__ = ("_connection", "_database", "_transaction")
 
     def __init__(self, database: PostgresDatabase) -> None:
         self._database = database
@@ -62,14 +55,13 @@ class _PooledSession:
 
     async def __aenter__(self) -> PostgresSession:
         database = self._database
-        connection = self._connection = await database._acquire()
-        self._raw = connection._con  # the pooled connection behind the proxy (None once lost)
+        connection = self._connection = await database._checkout()
         if database._transactional:
             try:
                 self._transaction = connection.transaction()
                 await self._transaction.start()
             except BaseException as error:
-                await database._done(connection, self._raw, error)
+                database._checkin(connection, error)
                 raise
         return PostgresSession(connection)
 
@@ -87,124 +79,168 @@ class _PooledSession:
             error = failure
             raise
         finally:
-            await self._database._done(self._connection, self._raw, error)
+            self._database._checkin(self._connection, error)
+
+
+# Connections idle longer than this are closed (checked every IDLE_CHECK_SECONDS), so an
+# idle service holds no connections, as with asyncpg's `max_inactive_connection_lifetime`.
+IDLE_LIFETIME_SECONDS = 300.0
+IDLE_CHECK_SECONDS = 30.0
 
 
 class PostgresDatabase:
-    """An asyncpg pool sized and timed from settings.
+    """At most `DB_POOL_SIZE` asyncpg connections, opened on demand, handed to one request
+    at a time.
 
     - Autocommit on a direct connection: each request is one statement (plus an idempotent
       upsert the first time a user is seen), so BEGIN/COMMIT would only add round trips.
       Behind PgBouncer in transaction mode each request runs in a transaction instead.
+    - Requests wait for a connection in arrival order (`_slots`, a FIFO semaphore of the
+      pool's size) for at most `DB_POOL_TIMEOUT_SECONDS`.
     - A connection idle longer than `DB_IDLE_PING_SECONDS` is pinged (with the connect
       timeout) before use, so a restarted server costs no failed request.
-    - After a lost connection every pooled connection is replaced, as the server is likely
-      gone or restarted, so the service recovers by itself.
-    - Requests wait for a connection in arrival order (`_slots`, a FIFO semaphore of the
-      pool's size). asyncpg's own wait lets a newly arrived request take a connection
-      released for an earlier waiter, which sends that one to the back of the line:
-      measured, a p99 of 160 ms against a median of 5 ms.
+    - A connection that failed mid-exchange (or whose request was cancelled) is closed,
+      never reused; and as the server is then likely gone or restarted, every other
+      connection is replaced on its next use (`_generation`), so the service recovers by
+      itself.
+
+    Not asyncpg's `Pool`: measured on this service, its acquire and release (a task per
+    release, timeouts, a reset query) cost more CPU than the rest of a GET request, and its
+    wait is not first-come first-served (a p99 of 160 ms against a median of 5 ms).
+    Checking a connection out and in here is a semaphore and a deque operation.
     """
 
     def __init__(self, settings: Settings, resolved: ResolvedURL, engine: AsyncEngine) -> None:
         self.engine = engine
         self._settings = settings
-        self._resolved = resolved
         self._transactional = not resolved.prepared_statements
-        self._pool: Any = None
+        url = resolved.url
+        self._connect_args: dict[str, Any] = {
+            "host": url.host,
+            "port": url.port,
+            "user": url.username,
+            "password": url.password,
+            "database": url.database,
+            **resolved.connect_args,
+        }
         self._slots = asyncio.Semaphore(settings.db_pool_size)
-        self._idle_since: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        self._idle: deque[tuple[Any, float]] = deque()  # (connection, idle since); newest last
+        self._generations: dict[Any, int] = {}  # every open connection, and its generation
+        self._generation = 0
+        self._closed = False
+        self._reaper: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
-        """Create the pool; connections are opened on demand."""
-        url = self._resolved.url
-        args = dict(self._resolved.connect_args)
-        self._pool = await asyncpg.create_pool(
-            host=url.host,
-            port=url.port,
-            user=url.username,
-            password=url.password,
-            database=url.database,
-            min_size=0,
-            max_size=self._settings.db_pool_size,
-            max_inactive_connection_lifetime=300,
-            reset=_keep_session,
-            **args,
-        )
+        """Ready to serve; connections are opened on demand."""
+        self._reaper = asyncio.create_task(self._close_idle_connections())
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
+        """Close idle connections (those in use are closed when their request ends)."""
+        self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+        idle = [self._forget(connection) for connection, _ in self._idle]
+        self._idle.clear()
+        await asyncio.gather(*(self._close(connection) for connection in idle))
         await self.engine.dispose()
 
     def session(self) -> _PooledSession:
         return _PooledSession(self)
 
-    async def _done(self, connection: Any, raw: Any, error: BaseException | None) -> None:
-        """Return a session's connection; after an 'unavailable' error, never reuse it."""
-        try:
-            if isinstance(error, Exception) and is_unavailable(error):
-                # It may be mid-way through a failed exchange, and the server is likely
-                # gone or restarted: drop it, and replace the others on next use.
-                connection.terminate()
-                await self._pool.expire_connections()
-        finally:
-            if raw is not None and not raw.is_closed():
-                self._idle_since[raw] = time.monotonic()
-            await self._checkin(connection)
-
     async def _checkout(self) -> Any:
-        """A pooled connection, once one is free for this request (in arrival order)."""
+        """A connection for this request, once it is its turn."""
         if self._slots.locked():
             async with asyncio.timeout(self._settings.db_pool_timeout_seconds):
                 await self._slots.acquire()
         else:
             await self._slots.acquire()  # returns at once
         try:
-            # Never waits: the slots admit no more requests than the pool has connections.
-            return await self._pool.acquire()
+            return await self._take()
         except BaseException:
             self._slots.release()
             raise
 
-    async def _checkin(self, connection: Any) -> None:
+    async def _take(self) -> Any:
+        """The most recently used idle connection (pinged if idle long), or a new one."""
+        settings = self._settings
+        while self._idle:
+            connection, since = self._idle.pop()
+            if connection.is_closed() or self._generations[connection] != self._generation:
+                self._discard(connection)
+                continue
+            ping = settings.db_idle_ping_seconds
+            if not ping or time.monotonic() - since < ping:
+                return connection
+            try:
+                await connection.execute("SELECT 1", timeout=settings.db_connect_timeout_seconds)
+            except Exception as error:
+                self._discard(connection)
+                if not is_unavailable(error):
+                    raise
+                self._generation += 1  # the server restarted: replace the others too
+                continue
+            return connection
+        connection = await asyncpg.connect(**self._connect_args)
+        self._generations[connection] = self._generation
+        return connection
+
+    def _checkin(self, connection: Any, error: BaseException | None) -> None:
+        """Return a request's connection: kept if healthy, else closed."""
         try:
-            await self._pool.release(connection)
+            if error is not None and (not isinstance(error, Exception) or is_unavailable(error)):
+                # Cancelled or failed mid-exchange: its state is unknown, never reuse it.
+                self._discard(connection)
+                if isinstance(error, Exception):
+                    self._generation += 1  # the server is likely gone: replace the others
+            elif (
+                self._closed
+                or connection.is_closed()
+                or connection.is_in_transaction()
+                or self._generations.get(connection) != self._generation
+            ):
+                self._discard(connection)
+            else:
+                self._idle.append((connection, time.monotonic()))
         finally:
             self._slots.release()
 
-    async def _acquire(self) -> Any:
-        """A pooled connection, pinged first if it sat idle (a stale one is replaced)."""
-        settings = self._settings
-        connection = await self._checkout()
-        idle = settings.db_idle_ping_seconds
-        raw = connection._con
-        since = self._idle_since.get(raw) if raw is not None else None
-        if not idle or since is None or time.monotonic() - since < idle:
-            return connection
-        try:
-            await connection.execute("SELECT 1", timeout=settings.db_connect_timeout_seconds)
-        except Exception as error:
-            connection.terminate()
-            await self._checkin(connection)
-            if not is_unavailable(error):
-                raise
-            await self._pool.expire_connections()
-            return await self._checkout()
+    def _forget(self, connection: Any) -> Any:
+        self._generations.pop(connection, None)
         return connection
 
-    async def ping(self) -> None:
-        limit = self._settings.db_connect_timeout_seconds
-        connection = await self._checkout()
+    def _discard(self, connection: Any) -> None:
+        """Drop a connection at once (no goodbye to a server that may be gone)."""
+        self._forget(connection).terminate()
+
+    async def _close(self, connection: Any) -> None:
         try:
-            await connection.execute("SELECT 1", timeout=limit)
+            await connection.close(timeout=self._settings.db_connect_timeout_seconds)
+        except Exception:
+            connection.terminate()
+
+    async def _close_idle_connections(self) -> None:
+        while True:
+            await asyncio.sleep(IDLE_CHECK_SECONDS)
+            cutoff = time.monotonic() - IDLE_LIFETIME_SECONDS
+            while self._idle and self._idle[0][1] < cutoff:  # the oldest are on the left
+                connection, _ = self._idle.popleft()
+                await self._close(self._forget(connection))
+
+    async def ping(self) -> None:
+        connection = await self._checkout()
+        error: BaseException | None = None
+        try:
+            await connection.execute("SELECT 1", timeout=self._settings.db_connect_timeout_seconds)
+        except BaseException as failure:
+            error = failure
+            raise
         finally:
-            await self._checkin(connection)
+            self._checkin(connection, error)
 
     def pool_stats(self) -> dict[str, int]:
         """Open and idle connections (for tests and diagnostics)."""
-        return {"size": self._pool.get_size(), "idle": self._pool.get_idle_size()}
+        return {"size": len(self._generations), "idle": len(self._idle)}
 
     async def reset(self) -> None:
-        """Replace every pooled connection on next use."""
-        await self._pool.expire_connections()
+        """Replace every connection on its next use."""
+        self._generation += 1

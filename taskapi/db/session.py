@@ -88,7 +88,7 @@ class SQLAlchemySession(_Callbacks):
     async def fetch_all(self, query: Query, params: Params) -> list[Row]:
         result = await self.connection.execute(query.statement, dict(params))
         # Plain `str` keys, as asyncpg's: SQLAlchemy's are a `str` subclass (`quoted_name`).
-        names = [str(name) for name in result.keys()]
+        names = [str(name) for name in result.keys()]  # noqa: SIM118 (a Result)
         return [dict(zip(names, row, strict=True)) for row in result]
 
 

@@ -138,16 +138,23 @@ class ServiceProcess:
             stderr=subprocess.PIPE,
             text=True,
         )
-        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
+        # This process's own queue and lines: after a restart, the previous process's pump
+        # thread may still be draining, and its end-of-output must not reach the new queue.
+        threading.Thread(
+            target=self._pump, args=(self.proc, self._queue, self.lines), daemon=True
+        ).start()
         self.wait_for_line(STARTUP_LINE, timeout)
         return self
 
-    def _pump(self, proc: subprocess.Popen[str]) -> None:
+    @staticmethod
+    def _pump(
+        proc: subprocess.Popen[str], lines_queue: queue.Queue[str | None], lines: list[str]
+    ) -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-            self._queue.put(line)
-        self._queue.put(None)
+            lines.append(line.rstrip("\n"))
+            lines_queue.put(line)
+        lines_queue.put(None)
 
     def wait_for_line(self, needle: str, timeout: float = 30) -> str:
         """Block until a stderr line containing `needle` (fails on exit or timeout)."""
