@@ -205,6 +205,7 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
         description=DESCRIPTION,
         lifespan=_lifespan(settings),
         redirect_slashes=False,
+        strict_content_type=False,  # a body without Content-Type is read as JSON
         telemetry={
             "tracing": settings.telemetry_enabled,
             "metrics": settings.telemetry_enabled,

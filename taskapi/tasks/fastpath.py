@@ -182,8 +182,9 @@ class TasksFastPath:
         """The body validated as `model`, or None; the returned receive replays it."""
         content_type = None
         for name, value in scope["headers"]:
-            if name == b"content-type":
+            if name == b"content-type":  # the first, as Starlette reads it
                 content_type = value.decode("latin-1")
+                break
         if not is_json_content_type(content_type):
             return None, receive
         message = await receive()
@@ -201,8 +202,9 @@ class TasksFastPath:
         state = scope["app"].state
         authorization = None
         for name, value in scope["headers"]:
-            if name == b"authorization":
+            if name == b"authorization":  # the first, as Starlette reads it
                 authorization = value.decode("latin-1")
+                break
         client = scope.get("client")
         try:
             identity = await authenticate_bearer(

@@ -45,13 +45,18 @@ TaskId = Annotated[int, Path(ge=1, le=MAX_TASK_ID, description="The task's id")]
 
 
 def is_json_content_type(content_type: str | None) -> bool:
-    """Bodies must be JSON; a missing Content-Type is read as JSON, as curl users expect."""
-    if content_type is None:
+    """Bodies must be JSON; a missing (or empty) Content-Type is read as JSON.
+
+    The media type is read as FastAPI reads it (`email.message`: one "/" or it is
+    text/plain), so the fast path and FastAPI agree on every header.
+    """
+    if content_type is None or not content_type.strip():
         return True
     media_type = content_type.partition(";")[0].strip().lower()
-    return media_type == "application/json" or (
-        media_type.startswith("application/") and media_type.endswith("+json")
-    )
+    if media_type.count("/") != 1:
+        return False
+    main, _, sub = media_type.partition("/")
+    return main == "application" and (sub == "json" or sub.endswith("+json"))
 
 
 async def require_json(request: Request) -> None:

@@ -359,3 +359,29 @@ async def test_a_body_that_is_not_utf8_is_a_400(client: httpx.AsyncClient) -> No
     )
     assert response.status_code == 400
     assert response.json()["code"] == "BAD_REQUEST"
+
+
+@pytest.mark.parametrize("content_type", [None, "", "application/json; charset=utf-8"])
+async def test_a_json_body_without_a_json_content_type_header_is_read_as_json(
+    client: httpx.AsyncClient, content_type: str | None
+) -> None:
+    """As the README says: Content-Type application/json, or none."""
+    headers = dict(ALICE)
+    if content_type is not None:
+        headers["Content-Type"] = content_type
+    response = await client.post(TASKS, content=b'{"title": "no type"}', headers=headers)
+    assert response.status_code == 201, response.text
+    task_id = response.json()["id"]
+    update = await client.put(f"{TASKS}/{task_id}", content=b'{"completed": true}', headers=headers)
+    assert update.status_code == 200, update.text
+    assert update.json()["completed"] is True
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/a/b+json", "application/xml"])
+async def test_a_body_declared_as_something_else_is_415(
+    client: httpx.AsyncClient, content_type: str
+) -> None:
+    headers = {**ALICE, "Content-Type": content_type}
+    response = await client.post(TASKS, content=b'{"title": "x"}', headers=headers)
+    assert response.status_code == 415
+    assert response.json()["code"] == "UNSUPPORTED_MEDIA_TYPE"
