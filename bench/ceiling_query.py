@@ -10,6 +10,8 @@ Environment:
     CEILING_POOL_SIZE  pool size (default 10)
     CEILING_POOL_RESET  "default": asyncpg's reset query on every release (otherwise
                        none, as in the service)
+    CEILING_POOL       "lean": connections handed out as the service does (a FIFO
+                       semaphore and a deque) instead of through asyncpg's Pool
     CEILING_ID_MIN / CEILING_ID_MAX  range for random ids (default: min/max(id)
                        of tasks, read at startup)
 
@@ -25,6 +27,8 @@ Run:
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import datetime as _dt
 import os
 import random
@@ -50,11 +54,40 @@ async def _no_reset(connection) -> None:
     return None
 
 
+class _LeanPool:
+    """CEILING_POOL=lean: connections handed out as the service does (a FIFO semaphore and
+    a deque of asyncpg connections), without asyncpg's Pool machinery."""
+
+    def __init__(self, connections: list) -> None:
+        self._idle = collections.deque(connections)
+        self._slots = asyncio.Semaphore(len(connections))
+
+    async def fetchrow(self, sql: str, *args):
+        await self._slots.acquire()
+        connection = self._idle.pop()
+        try:
+            return await connection.fetchrow(sql, *args)
+        finally:
+            self._idle.append(connection)
+            self._slots.release()
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self._idle))
+
+
 async def _startup() -> None:
     size = int(os.environ.get("CEILING_POOL_SIZE", "10"))
+    if os.environ.get("CEILING_POOL") == "lean":
+        pool = _LeanPool([await asyncpg.connect(_dsn()) for _ in range(size)])
+        await _load_range(pool)
+        return
     # As the service's pool: no reset query on release (the default adds a round trip).
     reset = None if os.environ.get("CEILING_POOL_RESET") == "default" else _no_reset
     pool = await asyncpg.create_pool(_dsn(), min_size=size, max_size=size, reset=reset)
+    await _load_range(pool)
+
+
+async def _load_range(pool) -> None:
     lo_env = os.environ.get("CEILING_ID_MIN")
     hi_env = os.environ.get("CEILING_ID_MAX")
     row = await pool.fetchrow("SELECT min(id) AS lo, max(id) AS hi FROM tasks")
