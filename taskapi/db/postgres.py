@@ -8,6 +8,7 @@ costs about a fifth of the CPU of executing them through SQLAlchemy (measured: 3
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -139,6 +140,8 @@ class PostgresDatabase:
         self._closed = True
         if self._reaper is not None:
             self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
         idle = [self._forget(connection) for connection, _ in self._idle]
         self._idle.clear()
         await asyncio.gather(*(self._close(connection) for connection in idle))
