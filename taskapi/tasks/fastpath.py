@@ -7,9 +7,9 @@ valid (the path's id, the query, a JSON body that validates against the route's 
 pydantic model), and then answers it with the same code the declared route runs:
 `authenticate_bearer`, `UserProvisioner.ensure`, one `UnitOfWork`, the `service`
 functions and the one error renderer; rows are serialized by orjson into exactly the
-bytes of the route's response model. Anything else, an
-invalid id, an unknown query parameter, a body that does not validate, HEAD, goes to
-FastAPI untouched (the body replayed), so every error for bad input is FastAPI's own.
+bytes of the route's response model. Anything else (an invalid id, an unknown query
+parameter, a body that does not validate, HEAD) goes to FastAPI untouched, the body
+replayed, so every answer to bad input is FastAPI's own.
 
 `tests/tasks/test_fastpath.py` sends the same requests with this path on and off and
 requires the same answers.
