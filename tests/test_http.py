@@ -131,6 +131,25 @@ async def test_cors_headers_on_error_responses(client: httpx.AsyncClient) -> Non
     assert response.headers["access-control-allow-origin"] == ORIGIN
 
 
+@pytest.mark.parametrize(
+    ("path", "origin"),
+    [
+        (TASKS, None),
+        (TASKS, ORIGIN),
+        (TASKS, "https://evil.example.com"),
+        ("/health", None),
+        (f"{TASKS}/abc", None),  # an answer FastAPI renders
+    ],
+)
+async def test_every_answer_varies_on_origin(
+    client: httpx.AsyncClient, path: str, origin: str | None
+) -> None:
+    """Caches must not serve one origin's answer (with or without CORS headers) to another."""
+    headers = {**auth("alice"), **({"Origin": origin} if origin else {})}
+    response = await client.get(path, headers=headers)
+    assert response.headers.get_list("vary") == ["Origin"]
+
+
 async def test_created_response_exposes_location(client: httpx.AsyncClient) -> None:
     response = await client.post(
         TASKS, json={"title": "x"}, headers={**auth("alice"), "Origin": ORIGIN}
