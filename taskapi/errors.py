@@ -185,11 +185,7 @@ def is_unavailable(exc: BaseException) -> bool:
         ):
             return True
         sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-        # 08: connection exception, 53: insufficient resources, 57P0x: shutdown/starting up,
-        # 57014: statement timeout/cancelled, 40001/40P01: serialisation failure/deadlock.
-        if isinstance(sqlstate, str) and (
-            sqlstate.startswith(("08", "53", "57P")) or sqlstate in ("57014", "40001", "40P01")
-        ):
+        if _unavailable_sqlstate(sqlstate):
             return True
     return isinstance(exc, OSError)
 

@@ -144,15 +144,17 @@ class EdgeMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        pending: list[Message] = (
-            [disconnect]
-            if disconnect
-            else [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
-        )
+        if disconnect is not None:
+            return replaying(disconnect, receive)
+        body = b"".join(chunks)
+        return replaying({"type": "http.request", "body": body, "more_body": False}, receive)
 
-        async def replay() -> Message:
-            if pending:
-                return pending.pop()
-            return await receive()
 
-        return replay
+def replaying(message: Message, receive: Receive) -> Receive:
+    """A receive that hands out `message` (already read), then reads on."""
+    pending = [message]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay

@@ -26,11 +26,12 @@ from urllib.parse import parse_qsl
 
 import orjson
 from pydantic import ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from taskapi.auth.dependencies import authenticate_bearer
 from taskapi.db import DBSession, Row, UnitOfWork
 from taskapi.errors import APIError, api_error_response, unexpected_error_response
+from taskapi.middleware import replaying
 from taskapi.requestctx import RESPONSE_HEADERS_KEY
 from taskapi.tasks import service
 from taskapi.tasks.router import (
@@ -128,16 +129,6 @@ def _list_filters(query: list[tuple[str, str]]) -> dict[str, Any] | None:
     return filters
 
 
-def _replaying(message: Message, receive: Receive) -> Receive:
-    """A receive that hands out `message` again, then reads on."""
-    pending = [message]
-
-    async def replay() -> Message:
-        return pending.pop() if pending else await receive()
-
-    return replay
-
-
 class TasksFastPath:
     """Pure ASGI, inside the CORS and edge middleware, in front of FastAPI."""
 
@@ -188,7 +179,7 @@ class TasksFastPath:
         if not is_json_content_type(content_type):
             return None, receive
         message = await receive()
-        replay = _replaying(message, receive)
+        replay = replaying(message, receive)
         if message["type"] != "http.request" or message.get("more_body", False):
             return None, replay
         try:

@@ -7,20 +7,12 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.tasks import create
 from tests.support.tokens import auth
 
 TASKS = "/api/v1/tasks"
 ALICE = auth("alice")
 BOB = auth("bob")
-
-
-async def create(
-    client: httpx.AsyncClient, headers: dict[str, str] = ALICE, **body: Any
-) -> dict[str, Any]:
-    body.setdefault("title", "a task")
-    response = await client.post(TASKS, json=body, headers=headers)
-    assert response.status_code == 201, response.text
-    return dict(response.json())
 
 
 async def test_create_returns_201_with_location_and_full_task(client: httpx.AsyncClient) -> None:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from taskapi.tasks.router import MAX_TASK_ID
+from tests.support.tasks import create
 from tests.support.tokens import auth
 
 TASKS = "/api/v1/tasks"
@@ -57,12 +58,6 @@ def comparable(response: httpx.Response) -> tuple[int, bytes, list[tuple[str, st
         if name.lower() not in PER_REQUEST_HEADERS
     ]
     return response.status_code, response.content, headers
-
-
-async def create(client: httpx.AsyncClient, headers: dict[str, str], **body: Any) -> dict[str, Any]:
-    response = await client.post(TASKS, json=body, headers=headers)
-    assert response.status_code == 201, response.text
-    return dict(response.json())
 
 
 async def missing_ids(client: httpx.AsyncClient) -> list[int]:

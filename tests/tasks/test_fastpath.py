@@ -32,6 +32,7 @@ from taskapi.config import Settings
 from taskapi.tasks.fastpath import Handler, TasksFastPath
 from taskapi.tasks.router import MAX_TASK_ID, Cursor
 from tests.conftest import make_settings
+from tests.support.tasks import create
 from tests.support.tokens import auth, make_token
 
 TASKS = "/api/v1/tasks"
@@ -113,15 +114,6 @@ def serve_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 # --- helpers -----------------------------------------------------------------------------
-
-
-async def create(
-    client: httpx.AsyncClient, headers: dict[str, str] = ALICE, **body: Any
-) -> dict[str, Any]:
-    body.setdefault("title", "a task")
-    response = await client.post(TASKS, json=body, headers=headers)
-    assert response.status_code == 201, response.text
-    return dict(response.json())
 
 
 async def twins(
