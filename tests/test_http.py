@@ -537,3 +537,36 @@ async def test_oversized_headers_are_refused_with_431(client: httpx.AsyncClient)
         "code": "HEADERS_TOO_LARGE",
     }
     assert response.headers["x-content-type-options"] == "nosniff"
+
+
+# --- a failure outside FastAPI ------------------------------------------------------------
+
+
+async def test_a_failure_outside_fastapi_is_a_500_in_the_error_body() -> None:
+    """The edge answers for a layer in front of FastAPI that fails before responding
+    (FastAPI renders its own errors), without the cause, and lets the server log it."""
+    from starlette.types import Message, Receive, Scope, Send
+
+    from taskapi.middleware import EdgeMiddleware
+
+    async def failing(scope: Scope, receive: Receive, send: Send) -> None:
+        raise RuntimeError("secret detail")
+
+    edge = EdgeMiddleware(failing, max_body_bytes=1024, retry_after=5)
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/x", "headers": [], "query_string": b""}
+    with pytest.raises(RuntimeError):
+        await edge(scope, receive, send)
+    assert sent[0]["status"] == 500
+    headers = dict(sent[0]["headers"])
+    assert headers[b"content-type"] == b"application/json"
+    assert b"x-request-id" in headers
+    body = json.loads(sent[1]["body"])
+    assert body == {"detail": "Internal server error", "code": "INTERNAL_ERROR"}
