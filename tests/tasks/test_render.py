@@ -1,0 +1,200 @@
+"""The fast path's JSON is byte for byte the routes' response model's (`TaskRead`): as
+orjson renders rows (SQLite), and as PostgreSQL renders them in the task queries."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from pydantic import TypeAdapter
+
+from taskapi.db import Query
+from taskapi.tasks import service
+from taskapi.tasks.render import page_json, rendered_row, task_json
+from taskapi.tasks.schemas import TaskRead
+
+TASK = TypeAdapter(TaskRead)
+TASKS = TypeAdapter(list[TaskRead])
+
+# Anything a column can hold: text PostgreSQL stores (no NUL, valid UTF-8), timestamps over
+# the whole range, UTC-aware as drivers return them or naive (taken as UTC).
+TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=60)
+MOMENTS = st.datetimes(
+    min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31, 23, 59, 59, 999999)
+)
+TIMESTAMPS = MOMENTS.map(lambda moment: moment.replace(tzinfo=dt.UTC)) | MOMENTS
+FIELDS = tuple(TaskRead.model_fields)
+ROWS = st.fixed_dictionaries(
+    {
+        "id": st.integers(1, 2**63 - 1),
+        "title": TEXT,
+        "description": st.none() | TEXT,
+        "completed": st.booleans(),
+        "priority": st.none() | st.sampled_from(["low", "medium", "high"]),
+        "due_date": st.none() | TIMESTAMPS,
+        "user_id": TEXT,
+        "created_at": TIMESTAMPS,
+        "updated_at": TIMESTAMPS,
+    }
+).map(lambda row: {name: row[name] for name in FIELDS})  # rows come in column order
+
+
+def test_rows_come_in_the_models_field_order() -> None:
+    """What the byte-for-byte equality rests on: every task query selects these columns."""
+    assert tuple(column.name for column in service.COLUMNS) == FIELDS
+
+
+@settings(max_examples=500, deadline=None)
+@given(row=ROWS)
+def test_a_task_serializes_as_the_response_model_does(row: dict[str, Any]) -> None:
+    assert task_json(row) == TASK.dump_json(TASK.validate_python(row))
+
+
+@settings(max_examples=100, deadline=None)
+@given(rows=st.lists(ROWS, max_size=5))
+def test_a_page_serializes_as_the_response_model_does(rows: list[dict[str, Any]]) -> None:
+    assert task_json(rows) == TASKS.dump_json(TASKS.validate_python(rows))
+
+
+def test_the_edges_of_the_range_and_zero_microseconds() -> None:
+    for moment in (
+        dt.datetime(1, 1, 1),
+        dt.datetime(1, 1, 1, tzinfo=dt.UTC),
+        dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC),
+        dt.datetime(2026, 2, 10, tzinfo=dt.UTC),
+    ):
+        row = {
+            "id": 1,
+            "title": "t",
+            "description": None,
+            "completed": True,
+            "priority": None,
+            "due_date": moment,
+            "user_id": "u",
+            "created_at": moment,
+            "updated_at": moment,
+        }
+        assert task_json(row) == TASK.dump_json(TASK.validate_python(row))
+
+
+# ---- PostgreSQL's rendering, through the service's own rendered queries -------------------
+
+AWARE = MOMENTS.map(lambda moment: moment.replace(tzinfo=dt.UTC))  # what the service stores
+PG_ROWS = st.fixed_dictionaries(
+    {
+        "id": st.integers(1, 2**63 - 1),
+        "title": TEXT,
+        "description": st.none() | TEXT,
+        "completed": st.booleans(),
+        "priority": st.none() | st.sampled_from(["low", "medium", "high"]),
+        "due_date": st.none() | AWARE,
+        "user_id": TEXT,
+        "created_at": AWARE,
+        "updated_at": AWARE,
+    }
+).map(lambda row: {name: row[name] for name in FIELDS})
+EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)  # asyncpg stores it as -infinity
+LATEST = dt.datetime.max.replace(tzinfo=dt.UTC)  # and this as infinity
+EDGE = {
+    "id": 2**63 - 1,
+    "title": '"\\\b\f\n\r\t\x01\x1f\x7f é \u2028 😀 </script>',
+    "description": "",
+    "completed": False,
+    "priority": "low",
+    "due_date": EARLIEST,
+    "user_id": "ü\x02",
+    "created_at": LATEST,
+    "updated_at": dt.datetime(2026, 2, 10, 0, 0, 0, 10, tzinfo=dt.UTC),
+}
+
+
+class Postgres:
+    """One connection to the test database, driven from synchronous (Hypothesis) tests."""
+
+    def __init__(self, url: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.connection: Any = self.loop.run_until_complete(asyncpg.connect(url))
+
+    def rendered(self, query: Query, params: dict[str, Any], rows: list[dict[str, Any]]) -> Any:
+        """`query`'s rendered rows, with `rows` in the tasks table (rolled back after)."""
+        return self.loop.run_until_complete(self._rendered(query, params, rows))
+
+    async def _rendered(
+        self, query: Query, params: dict[str, Any], rows: list[dict[str, Any]]
+    ) -> Any:
+        assert query.rendered is not None
+        transaction = self.connection.transaction()
+        await transaction.start()
+        try:
+            for row in rows:
+                await self.connection.execute(
+                    "INSERT INTO users (id, created_at, updated_at) VALUES ($1, now(), now())"
+                    " ON CONFLICT DO NOTHING",
+                    row["user_id"],
+                )
+                await self.connection.execute(
+                    f"INSERT INTO tasks ({', '.join(FIELDS)})"
+                    f" VALUES ({', '.join(f'${n}' for n in range(1, len(FIELDS) + 1))})",
+                    *row.values(),
+                )
+            names = query.rendered.names
+            return await self.connection.fetch(query.rendered.sql, *[params[n] for n in names])
+        finally:
+            await transaction.rollback()
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.connection.close())
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def postgres(pg_url: str) -> Iterator[Postgres]:
+    database = Postgres(pg_url)
+    yield database
+    database.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(row=PG_ROWS)
+@example(row=EDGE)
+@example(row={**EDGE, "due_date": LATEST, "created_at": EARLIEST, "description": None})
+def test_postgresql_renders_a_task_as_the_response_model_does(
+    postgres: Postgres, row: dict[str, Any]
+) -> None:
+    params = {"owner_id": row["user_id"], "task_id": row["id"]}
+    [rendered] = postgres.rendered(service.GET_TASK, params, [row])
+    assert rendered["id"] == row["id"]
+    assert rendered["json"] == TASK.dump_json(TASK.validate_python(row))
+
+
+@settings(max_examples=50, deadline=None)
+@given(rows=st.lists(PG_ROWS, max_size=5, unique_by=lambda row: row["id"]))
+def test_postgresql_renders_a_page_as_the_response_model_does(
+    postgres: Postgres, rows: list[dict[str, Any]]
+) -> None:
+    owned = [{**row, "user_id": "owner"} for row in rows]
+    params = {"owner_id": "owner", "page_size": 10}
+    rendered = postgres.rendered(service.list_statement(False, False, False), params, owned)
+    in_order = sorted(owned, key=lambda row: row["id"])
+    assert page_json(rendered) == TASKS.dump_json(TASKS.validate_python(in_order))
+
+
+def test_every_task_query_has_a_rendered_variant_of_the_same_shape() -> None:
+    """Elsewhere (SQLite) the rendered variant runs the generic statement and shapes it."""
+    queries = [
+        service.GET_TASK,
+        service.CREATE_TASK,
+        service.update_statement(frozenset({"title"})),
+    ]
+    queries += [service.list_statement(*flags) for flags in [(True, True, True), (False,) * 3]]
+    for query in queries:
+        assert query.rendered is not None
+        assert query.rendered.statement is query.statement
+        assert query.rendered.shape is rendered_row
+        assert query.rendered.sql.startswith(("SELECT tasks.id, convert_to(", "INSERT", "UPDATE"))
