@@ -47,7 +47,7 @@ async def test_waiters_get_connections_in_arrival_order(db: PostgresDatabase) ->
     waiters = []
     for number in range(6):
         waiters.append(asyncio.create_task(request(number)))
-        await until(lambda n=number: len(db._slots._waiters or ()) == n + 1)
+        await until(lambda n=number: db._slots.waiting() == n + 1)
     db._checkin(held.pop(), None)
     # A request arriving just as a connection is released must queue behind the others.
     late = asyncio.create_task(request(99))
