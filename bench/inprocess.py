@@ -42,6 +42,10 @@ ROW = {
 
 
 async def _fetchrow(self: Any, query: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+    if "convert_to(" in query:  # the service's rendered query: PostgreSQL would send the JSON
+        from taskapi.tasks.render import rendered_row
+
+        return rendered_row(ROW)
     return ROW
 
 
