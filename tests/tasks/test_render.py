@@ -28,21 +28,29 @@ TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size
 MOMENTS = st.datetimes(
     min_value=dt.datetime(1, 1, 1), max_value=dt.datetime(9999, 12, 31, 23, 59, 59, 999999)
 )
-TIMESTAMPS = MOMENTS.map(lambda moment: moment.replace(tzinfo=dt.UTC)) | MOMENTS
+AWARE = MOMENTS.map(lambda moment: moment.replace(tzinfo=dt.UTC))  # what the service stores
+TIMESTAMPS = AWARE | MOMENTS
 FIELDS = tuple(TaskRead.model_fields)
-ROWS = st.fixed_dictionaries(
-    {
-        "id": st.integers(1, 2**63 - 1),
-        "title": TEXT,
-        "description": st.none() | TEXT,
-        "completed": st.booleans(),
-        "priority": st.none() | st.sampled_from(["low", "medium", "high"]),
-        "due_date": st.none() | TIMESTAMPS,
-        "user_id": TEXT,
-        "created_at": TIMESTAMPS,
-        "updated_at": TIMESTAMPS,
-    }
-).map(lambda row: {name: row[name] for name in FIELDS})  # rows come in column order
+
+
+def task_rows(timestamps: st.SearchStrategy[dt.datetime]) -> st.SearchStrategy[dict[str, Any]]:
+    """Task rows, their columns in the model's field order as the queries select them."""
+    return st.fixed_dictionaries(
+        {
+            "id": st.integers(1, 2**63 - 1),
+            "title": TEXT,
+            "description": st.none() | TEXT,
+            "completed": st.booleans(),
+            "priority": st.none() | st.sampled_from(["low", "medium", "high"]),
+            "due_date": st.none() | timestamps,
+            "user_id": TEXT,
+            "created_at": timestamps,
+            "updated_at": timestamps,
+        }
+    ).map(lambda row: {name: row[name] for name in FIELDS})
+
+
+ROWS = task_rows(TIMESTAMPS)
 
 
 def test_rows_come_in_the_models_field_order() -> None:
@@ -85,20 +93,7 @@ def test_the_edges_of_the_range_and_zero_microseconds() -> None:
 
 # ---- PostgreSQL's rendering, through the service's own rendered queries -------------------
 
-AWARE = MOMENTS.map(lambda moment: moment.replace(tzinfo=dt.UTC))  # what the service stores
-PG_ROWS = st.fixed_dictionaries(
-    {
-        "id": st.integers(1, 2**63 - 1),
-        "title": TEXT,
-        "description": st.none() | TEXT,
-        "completed": st.booleans(),
-        "priority": st.none() | st.sampled_from(["low", "medium", "high"]),
-        "due_date": st.none() | AWARE,
-        "user_id": TEXT,
-        "created_at": AWARE,
-        "updated_at": AWARE,
-    }
-).map(lambda row: {name: row[name] for name in FIELDS})
+PG_ROWS = task_rows(AWARE)
 EARLIEST = dt.datetime.min.replace(tzinfo=dt.UTC)  # asyncpg stores it as -infinity
 LATEST = dt.datetime.max.replace(tzinfo=dt.UTC)  # and this as infinity
 EDGE = {
