@@ -1285,6 +1285,16 @@ def run_scale(args) -> None:
 # --------------------------------------------------------------------------
 
 
+def _service_pool_size() -> int:
+    """The service's default DB_POOL_SIZE: the ceilings get the same pool."""
+    sys.path.insert(0, str(ROOT))
+    from taskapi.config import Settings
+
+    default = Settings.model_fields["db_pool_size"].default
+    assert isinstance(default, int)
+    return default
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1320,7 +1330,10 @@ def main() -> int:
         "--seed-seconds", type=float, default=300, help="upper bound on API seeding time"
     )
     ap.add_argument(
-        "--pool-size", type=int, default=10, help="ceiling_query pool size (service default 10)"
+        "--pool-size",
+        type=int,
+        default=_service_pool_size(),
+        help="the ceilings' pool size (default: the service's default DB_POOL_SIZE)",
     )
     ap.add_argument("--db", default="taskapi_bench", help="bench database (dropped and recreated)")
     ap.add_argument(
