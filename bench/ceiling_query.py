@@ -7,7 +7,7 @@ service, so the service cannot be faster than this for a one-query endpoint.
 
 Environment:
     DATABASE_URL     postgresql://postgres@127.0.0.1:5432/taskapi_bench
-    CEILING_POOL_SIZE  pool size (default 20, the service's default DB_POOL_SIZE)
+    CEILING_POOL_SIZE  pool size (default 10, the service's default DB_POOL_SIZE)
     CEILING_POOL_RESET  "default": asyncpg's reset query on every release (otherwise
                        none, as in the service)
     CEILING_POOL       "lean": connections handed out as the service does (a FIFO
@@ -76,7 +76,7 @@ class _LeanPool:
 
 
 async def _startup() -> None:
-    size = int(os.environ.get("CEILING_POOL_SIZE", "20"))
+    size = int(os.environ.get("CEILING_POOL_SIZE", "10"))
     if os.environ.get("CEILING_POOL") == "lean":
         pool = _LeanPool([await asyncpg.connect(_dsn()) for _ in range(size)])
         await _load_range(pool)

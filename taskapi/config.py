@@ -63,9 +63,7 @@ class Settings(BaseSettings):
         default_factory=lambda: ["http://localhost:3000"]
     )
 
-    # 20 measured better than 10 (and than 32) on a mixed load: with writes waiting on the
-    # WAL flush, reads still find a connection (bench/README.md, "Why the mix ...").
-    db_pool_size: int = Field(default=20, ge=1, le=200)
+    db_pool_size: int = Field(default=10, ge=1, le=200)
     # Overflow connections are closed on return, so under load they churn (a TLS handshake
     # per request); queueing for a pooled connection is faster. Raise DB_POOL_SIZE instead.
     db_max_overflow: int = Field(default=0, ge=0, le=200)
