@@ -163,15 +163,14 @@ class UnitOfWork(_Callbacks):
             self._context = context
         return self._session
 
+    def _variant(self, query: Query) -> Query:
+        return query.rendered if self._rendered and query.rendered is not None else query
+
     async def fetch_one(self, query: Query, params: Params) -> Row | None:
-        if self._rendered and query.rendered is not None:
-            query = query.rendered
-        return await (await self._open()).fetch_one(query, params)
+        return await (await self._open()).fetch_one(self._variant(query), params)
 
     async def fetch_all(self, query: Query, params: Params) -> list[Row]:
-        if self._rendered and query.rendered is not None:
-            query = query.rendered
-        return await (await self._open()).fetch_all(query, params)
+        return await (await self._open()).fetch_all(self._variant(query), params)
 
     async def finish(self, error: BaseException | None) -> None:
         """Commit (no error) or roll back; then, if committed, run the callbacks."""

@@ -39,11 +39,10 @@ from taskapi.db import Row
 _JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 
-def task_json(row: Row | Sequence[Row]) -> bytes:
-    """A task row, or a list of them, as the routes' response model serializes it.
-
-    Rows come in the model's field order; timestamps are UTC (naive ones are taken as UTC,
-    as `as_utc` does). An eighth of pydantic's CPU for a page of 20 tasks."""
+def task_json(row: Row) -> bytes:
+    """A task row as the routes' response model serializes it (at an eighth of pydantic's
+    CPU). Its columns come in the model's field order; timestamps are UTC (naive ones are
+    taken as UTC, as `as_utc` does)."""
     return orjson.dumps(row, option=_JSON_OPTIONS)
 
 

@@ -67,7 +67,8 @@ def test_a_task_serializes_as_the_response_model_does(row: dict[str, Any]) -> No
 @settings(max_examples=100, deadline=None)
 @given(rows=st.lists(ROWS, max_size=5))
 def test_a_page_serializes_as_the_response_model_does(rows: list[dict[str, Any]]) -> None:
-    assert task_json(rows) == TASKS.dump_json(TASKS.validate_python(rows))
+    rendered = [rendered_row(row) for row in rows]  # as the fast path gets them on SQLite
+    assert page_json(rendered) == TASKS.dump_json(TASKS.validate_python(rows))
 
 
 def test_the_edges_of_the_range_and_zero_microseconds() -> None:
@@ -192,4 +193,4 @@ def test_every_task_query_has_a_rendered_variant_of_the_same_shape() -> None:
         assert query.rendered is not None
         assert query.rendered.statement is query.statement
         assert query.rendered.shape is rendered_row
-        assert query.rendered.sql.startswith(("SELECT tasks.id, convert_to(", "INSERT", "UPDATE"))
+        assert "tasks.id, convert_to(" in query.rendered.sql  # PostgreSQL renders the rows
