@@ -25,6 +25,7 @@ from taskapi.health import router as health_router
 from taskapi.middleware import EdgeMiddleware
 from taskapi.ratelimit import RateLimits, build_rate_limits
 from taskapi.requestctx import RESPONSE_HEADERS_KEY
+from taskapi.services import Services
 from taskapi.tasks.fastpath import TasksFastPath
 from taskapi.tasks.router import router as tasks_router
 from taskapi.users.service import UserProvisioner
@@ -90,7 +91,7 @@ def _tune_garbage_collector() -> None:
 
 def _lifespan(settings: Settings) -> Any:
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: ServiceApp) -> AsyncIterator[None]:
         database: Database = await open_database(settings)
         jwks: JWKSCache | None = None
         limits: RateLimits | None = None
@@ -103,12 +104,6 @@ def _lifespan(settings: Settings) -> Any:
                     fetch_timeout=settings.jwks_fetch_timeout_seconds,
                 )
                 await jwks.start()
-            app.state.settings = settings
-            app.state.db = database
-            app.state.engine = database.engine  # SQLAlchemy, for admin tasks and tests
-            app.state.jwks = jwks
-            app.state.verifier = TokenVerifier(settings, jwks)
-            app.state.provisioner = UserProvisioner(settings.user_cache_size)
             limits = build_rate_limits(
                 settings.rate_limit_enabled,
                 settings.rate_limit_per_minute,
@@ -116,10 +111,19 @@ def _lifespan(settings: Settings) -> Any:
                 settings.rate_limit_anonymous_per_minute,
                 settings.redis_url,
             )
-            app.state.rate_limits = limits
+            app.services = Services(
+                settings=settings,
+                db=database,
+                verifier=TokenVerifier(settings, jwks),
+                provisioner=UserProvisioner(settings.user_cache_size),
+                rate_limits=limits,
+            )
+            app.state.engine = database.engine  # SQLAlchemy, for admin tasks and tests
+            app.state.jwks = jwks
             _tune_garbage_collector()
             yield
         finally:
+            app.services = None
             if limits is not None:
                 await limits.aclose()
             if jwks is not None:
@@ -138,8 +142,12 @@ class ServiceApp(FastAPI):
     no framework code at all. Errors FastAPI renders still leave through the edge.
     """
 
+    services: Services | None
+    """The running service's parts (`taskapi.services`), set for the length of the lifespan."""
+
     def __init__(self, *, outer_layers: Callable[[ASGIApp], ASGIApp], **kwargs: Any) -> None:
         self._outer_layers = outer_layers
+        self.services = None
         super().__init__(**kwargs)
 
     def build_middleware_stack(self) -> ASGIApp:

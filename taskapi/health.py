@@ -29,7 +29,7 @@ async def health() -> dict[str, Any]:
     responses={503: {"model": ErrorBody, "description": "Database unavailable"}},
 )
 async def ready(request: Request) -> Response:
-    database: Database = request.app.state.db
+    database: Database = request.app.services.db
     try:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS):
             await database.ping()
@@ -40,6 +40,6 @@ async def ready(request: Request) -> Response:
             503,
             "SERVICE_UNAVAILABLE",
             "Database unavailable",
-            {"Retry-After": str(request.app.state.settings.retry_after_seconds)},
+            {"Retry-After": str(request.app.services.settings.retry_after_seconds)},
         )
     return json_response({"status": "ready", "database": "ok"})

@@ -71,10 +71,10 @@ async def authenticate_bearer(
 
 async def authenticate(request: Request) -> Identity:
     """`authenticate_bearer` for a FastAPI request."""
-    state = request.app.state
+    services = request.app.services
     return await authenticate_bearer(
-        state.verifier,
-        state.rate_limits,
+        services.verifier,
+        services.rate_limits,
         request.headers.get("authorization"),
         request.client.host if request.client else "unknown",
         request.url.path,
@@ -89,7 +89,7 @@ async def current_user(request: Request) -> Identity:
     every request.
     """
     identity = await authenticate(request)
-    provisioner: UserProvisioner = request.app.state.provisioner
+    provisioner: UserProvisioner = request.app.services.provisioner
     await provisioner.ensure(await get_session(request), identity)
     return identity
 

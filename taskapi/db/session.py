@@ -193,7 +193,7 @@ class UnitOfWorkRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def run_in_unit_of_work(request: Request) -> Response:
-            work = UnitOfWork(request.app.state.db)
+            work = UnitOfWork(request.app.services.db)
             request.scope[SESSION_KEY] = work
             try:
                 response = await handler(request)

@@ -33,6 +33,7 @@ from taskapi.db import DBSession, UnitOfWork
 from taskapi.errors import APIError, api_error_response, unexpected_error_response
 from taskapi.middleware import replaying
 from taskapi.requestctx import RESPONSE_HEADERS_KEY
+from taskapi.services import Services
 from taskapi.tasks import service
 from taskapi.tasks.render import page_json
 from taskapi.tasks.router import (
@@ -182,7 +183,7 @@ class TasksFastPath:
 
     @staticmethod
     async def _serve(scope: Scope, receive: Receive, send: Send, handler: Handler) -> None:
-        state = scope["app"].state
+        services: Services = scope["app"].services
         authorization = None
         for name, value in scope["headers"]:
             if name == b"authorization":  # the first, as Starlette reads it
@@ -191,16 +192,16 @@ class TasksFastPath:
         client = scope.get("client")
         try:
             identity = await authenticate_bearer(
-                state.verifier,
-                state.rate_limits,
+                services.verifier,
+                services.rate_limits,
                 authorization,
                 client[0] if client else "unknown",
                 scope["path"],
                 scope.get(RESPONSE_HEADERS_KEY),
             )
-            work = UnitOfWork(state.db, rendered=True)
+            work = UnitOfWork(services.db, rendered=True)
             try:
-                await state.provisioner.ensure(work, identity)
+                await services.provisioner.ensure(work, identity)
                 status, body, headers = await handler(work, identity.sub)
             except BaseException as error:
                 await work.finish(error)
@@ -210,7 +211,7 @@ class TasksFastPath:
             await api_error_response(error)(scope, receive, send)
             return
         except Exception as error:
-            response = unexpected_error_response(error, state.settings.retry_after_seconds)
+            response = unexpected_error_response(error, services.settings.retry_after_seconds)
             await response(scope, receive, send)
             return
         if status != 204:

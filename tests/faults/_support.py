@@ -18,10 +18,10 @@ from typing import Any
 
 import httpx
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 
-from taskapi.app import create_app
+from taskapi.app import ServiceApp, create_app
 from taskapi.config import Settings
+from taskapi.db.postgres import PostgresDatabase
 from tests.support.pgcluster import free_port
 from tests.support.tokens import TEST_SECRET
 
@@ -44,7 +44,7 @@ SHORT_TIMEOUTS: dict[str, Any] = {
 
 
 @asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+async def serve(settings: Settings) -> AsyncIterator[tuple[ServiceApp, httpx.AsyncClient]]:
     """The app in-process (lifespan run), with a client talking ASGI to it."""
     app = create_app(settings)
     async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30):
@@ -53,6 +53,14 @@ async def serve(settings: Settings) -> AsyncIterator[tuple[FastAPI, httpx.AsyncC
             transport=transport, base_url="http://testserver", timeout=30
         ) as client:
             yield app, client
+
+
+def postgres(app: ServiceApp) -> PostgresDatabase:
+    """The running app's PostgreSQL backend (its connection handout)."""
+    assert app.services is not None, "the app is not running"
+    database = app.services.db
+    assert isinstance(database, PostgresDatabase)
+    return database
 
 
 def assert_unavailable(response: httpx.Response) -> None:

@@ -30,6 +30,7 @@ from tests.faults._support import (
     TASKS,
     Outcome,
     assert_unavailable,
+    postgres,
     record,
     serve,
 )
@@ -259,7 +260,7 @@ async def test_restart_while_idle_costs_at_most_one_request(
     ):
         task = await create(client)
         await warm_pool(client, task["id"])
-        pooled = app.state.db.pool_stats()["idle"]
+        pooled = postgres(app).pool_stats()["idle"]
         assert pooled >= 2
         idle_from = time.perf_counter()
         await asyncio.to_thread(pg.stop, "fast")
@@ -380,7 +381,7 @@ async def test_shutting_down_57P03_is_503(pg: PrivateCluster) -> None:
                 await probe.close()
             else:
                 pytest.fail("the server never refused connections with 57P03")
-            await app.state.db.reset()  # every request now needs a new connection
+            await postgres(app).reset()  # every request now needs a new connection
             responses = [
                 await client.get(f"{TASKS}/{task['id']}", headers=USER),
                 await client.post(TASKS, json={"title": "x"}, headers=USER),

@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from taskapi.db import Query
 from tests.conftest import make_settings
-from tests.faults._support import SHORT_TIMEOUTS, TASKS, serve
+from tests.faults._support import SHORT_TIMEOUTS, TASKS, postgres, serve
 from tests.support.databases import alembic_upgrade
 from tests.support.pgcluster import PrivateCluster, require_pg_bindir
 from tests.support.tokens import auth
@@ -52,7 +52,7 @@ async def check_works_and_encrypted(url: str, expect_ssl: bool = True) -> None:
         assert fetched.status_code == 200, fetched.text
         assert fetched.json()["title"] == "over TLS"
         # Ask through the serving pool itself, not a side connection.
-        async with app.state.db.session() as session:
+        async with postgres(app).session() as session:
             ssl_row = await session.fetch_one(Query.of(IS_SSL), {})
             user_row = await session.fetch_one(Query.of(LOGGED_IN_AS), {})
         assert ssl_row is not None
