@@ -13,11 +13,14 @@ What one run does (see bench/README.md):
        - the service      ``uvicorn main:app``
        - ceiling_static   bare ASGI, fixed JSON (the HTTP stack alone)
        - ceiling_query    bare ASGI, one asyncpg PK SELECT (one-query ceiling)
+       - floor_mix        bare ASGI, the service's own statements for GET and
+                          the mix without any of its features (after the service)
      and optionally the production command (``--prod``, 2 workers);
   4. seeds users and tasks THROUGH THE API with real HS256 tokens (PyJWT);
   5. drives wrk (bench/lua/*.lua, -t1 -c32 --latency) for GET by id, list,
      create, update and mix 70/15/10/5, and both ceilings with the same Lua
-     client code, and prints req/s, p50, p99, errors and ratios to ceilings.
+     client code, and prints req/s, p50, p99, errors and ratios to ceilings,
+     and the service's GET and mix as a fraction of the floor's.
   Optional: --sweep (8/32/128/512 connections), --scale (10k vs 10M tasks,
   deep pagination), --soak N (RSS over time), --profile (py-spy).
 All subprocesses are killed at exit; every wait and run is bounded.
@@ -716,6 +719,25 @@ def measure_ceilings(
     wrk("warmup lean query", ql.url, "get_by_id", data, 2, conns, quiet=True)
     rl = wrk("ceiling: one-query (lean)", ql.url, "get_by_id", data, dur, conns)
     return rs, rq, rl
+
+
+def measure_floor(args, db: str, data: Path, dur: float, conns: int = 32) -> list[WrkResult]:
+    """GET by id and the mix on `bench/floor_mix.py`: the service's own statements with none
+    of its features, the fastest these requests can be answered on this server and flags."""
+    floor = Server(
+        "floor_mix",
+        "bench.floor_mix:app",
+        {**server_env(args, db), "DB_POOL_SIZE": str(args.pool_size)},
+    )
+    floor.start()
+    floor.wait_ready()
+    rows = []
+    for w in ("get_by_id", "mix"):
+        settle(db_url(args, db))
+        wrk("warmup floor", floor.url, w, data, 2, conns, quiet=True)
+        rows.append(wrk(f"floor: {w}", floor.url, w, data, dur, conns))
+    floor.stop()
+    return rows
 
 
 def settle(url: str) -> None:
@@ -1447,13 +1469,19 @@ def main() -> int:
     st.stop()
     ql.stop()
     rows = run_workloads(service, data, dur, db=db_url(args, args.db))
+    floor_rows = measure_floor(args, args.db, data, dur)
     print_table(
         f"service {args.app} (1 worker) vs ceilings; schema: {how}; "
         f"{n_users} users, {sum(map(len, users.values()))} seeded tasks",
-        [rs, rq, rl, *rows],
+        [rs, rq, rl, *rows, *floor_rows],
         rs.rps,
         rq.rps,
         rl.rps,
+    )
+    by_label = {r.label: r.rps for r in rows}
+    print(
+        "service / floor (the same statements, no features): "
+        + ", ".join(f"{r.label[7:]} {by_label[r.label[7:]] / r.rps:.3f}" for r in floor_rows)
     )
     rss = {p: rss_mb(p) for p in service.worker_pids()}
     print(
