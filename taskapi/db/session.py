@@ -26,7 +26,8 @@ class Query:
     `rendered`, if set, is the same query returning its rows already serialized: rows of
     `id` and `json` (the row's JSON document, as bytes). A unit of work opened with
     `rendered=True` runs it instead. PostgreSQL builds the JSON in its own SQL variant;
-    other backends run the generic statement and `shape` each row in Python.
+    other backends run the generic statement and `shape` each row in Python. So a query
+    with a `shape` is such a rendered variant, and its PostgreSQL rows are `(id, json)`.
     """
 
     statement: Executable
