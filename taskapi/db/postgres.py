@@ -50,7 +50,7 @@ class PostgresSession(_Callbacks):
 def _rendered(row: Any) -> Row:
     """A row of a rendered query (see `Query`; PostgreSQL's SQL returns `id, json`): built
     by position, a third of the CPU of `dict(record)`, which looks each column up by name
-    (measured: a page of 21 rows cost the worker ~17 µs less)."""
+    (measured: 0.11 against 0.34 µs a row; a page of 21 rows, ~5 µs)."""
     task_id, document = row
     return {"id": task_id, "json": document}
 
