@@ -10,8 +10,10 @@ Environment:
     CEILING_POOL_SIZE  pool size (default 10, the service's default DB_POOL_SIZE)
     CEILING_POOL_RESET  "default": asyncpg's reset query on every release (otherwise
                        none, as in the service)
-    CEILING_POOL       "lean": connections handed out as the service does (a FIFO
-                       semaphore and a deque) instead of through asyncpg's Pool
+    CEILING_POOL       "lean": connections handed out first come, first served from a
+                       deque, as the service does (here with asyncio.Semaphore, which
+                       costs a little more per wait than the service's own slots),
+                       instead of through asyncpg's Pool
     CEILING_ID_MIN / CEILING_ID_MAX  range for random ids (default: min/max(id)
                        of tasks, read at startup)
 
@@ -55,8 +57,9 @@ async def _no_reset(connection) -> None:
 
 
 class _LeanPool:
-    """CEILING_POOL=lean: connections handed out as the service does (a FIFO semaphore and
-    a deque of asyncpg connections), without asyncpg's Pool machinery."""
+    """CEILING_POOL=lean: connections handed out first come, first served from a deque of
+    asyncpg connections, as the service does (here with a FIFO `asyncio.Semaphore`, not the
+    service's own slots), without asyncpg's Pool machinery."""
 
     def __init__(self, connections: list) -> None:
         self._idle = collections.deque(connections)
