@@ -34,9 +34,9 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from taskapi.tasks import service
-from taskapi.tasks.render import page_json
-from taskapi.tasks.router import PREFIX, Cursor, next_link
+from taskapi.tasks import queries as service
+from taskapi.tasks.contract import PREFIX, Cursor, next_link
+from taskapi.tasks.render import page_json, rendered_from_record
 
 _JSON = (b"content-type", b"application/json")
 _state: dict[str, Any] = {}
@@ -98,8 +98,7 @@ async def _body(receive: Any) -> Any:
 
 
 async def _run(query: Any, method: str, params: dict[str, Any]) -> Any:
-    rendered = query.rendered
-    return await _state["db"].run(method, rendered.sql, [params[n] for n in rendered.names])
+    return await _state["db"].run(method, query.sql, query.arguments(params))
 
 
 async def _get(owner: str, task_id: int) -> tuple[int, bytes, list[Any]]:
@@ -124,7 +123,7 @@ async def _list(owner: str, query: str) -> tuple[int, bytes, list[Any]]:
     if len(rows) > limit:
         rows = rows[:limit]
         headers.append((b"link", next_link(pairs, rows[-1]["id"]).encode()))
-    return 200, page_json(rows), headers
+    return 200, page_json([rendered_from_record(row) for row in rows]), headers
 
 
 async def _create(owner: str, data: dict[str, Any]) -> tuple[int, bytes, list[Any]]:

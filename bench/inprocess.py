@@ -41,11 +41,11 @@ ROW = {
 }
 
 
-async def _fetchrow(self: Any, query: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+async def _fetchrow(self: Any, query: str, *args: Any, **kwargs: Any) -> Any:
     if "convert_to(" in query:  # the service's rendered query: PostgreSQL would send the JSON
-        from taskapi.tasks.render import rendered_row
+        from taskapi.tasks.render import task_json
 
-        return rendered_row(ROW)
+        return (ROW["id"], task_json(ROW))
     return ROW
 
 

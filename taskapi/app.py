@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from taskapi import __version__
+from taskapi.auth.dependencies import Authenticator
 from taskapi.auth.jwks import JWKSCache
 from taskapi.auth.tokens import TokenVerifier
 from taskapi.config import Settings, load_settings
@@ -114,9 +115,11 @@ def _lifespan(settings: Settings) -> Any:
             app.services = Services(
                 settings=settings,
                 db=database,
-                verifier=TokenVerifier(settings, jwks),
-                provisioner=UserProvisioner(settings.user_cache_size),
-                rate_limits=limits,
+                authenticator=Authenticator(
+                    TokenVerifier(settings, jwks),
+                    limits,
+                    UserProvisioner(settings.user_cache_size),
+                ),
             )
             app.state.engine = database.engine  # SQLAlchemy, for admin tasks and tests
             app.state.jwks = jwks
@@ -193,7 +196,6 @@ def _outer_layers(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
         return EdgeMiddleware(
             layers,
             max_body_bytes=settings.max_body_bytes,
-            retry_after=settings.retry_after_seconds,
         )
 
     return wrap
@@ -220,7 +222,7 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
             "logs": settings.telemetry_enabled,
         },
     )
-    install_error_handlers(app, settings.retry_after_seconds)
+    install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(tasks_router)
     _install_openapi(app)

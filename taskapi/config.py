@@ -30,6 +30,18 @@ PLACEHOLDER_SECRETS = frozenset(
 )
 
 
+def url_origin(url: str) -> str:
+    """The origin of `url` as `scheme://host[:port]`: scheme and host in lower case, the
+    port only when it is not the scheme's default."""
+    parts = urlsplit(url)
+    default_port = {"http": 80, "https": 443}.get(parts.scheme)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"  # IPv6
+    port = "" if parts.port in (None, default_port) else f":{parts.port}"
+    return f"{parts.scheme}://{host}{port}"
+
+
 class ConfigError(ValueError):
     """A setting is missing or unsafe; the message says what to set."""
 
@@ -163,15 +175,7 @@ class Settings(BaseSettings):
     @cached_property
     def jwks_origin(self) -> str | None:
         """Better Auth's base URL as seen from JWKS_URL (scheme://host[:port])."""
-        if self.jwks_url is None:
-            return None
-        parts = urlsplit(self.jwks_url)
-        default_port = {"http": 80, "https": 443}.get(parts.scheme)
-        host = parts.hostname or ""
-        if ":" in host:
-            host = f"[{host}]"  # IPv6
-        port = "" if parts.port in (None, default_port) else f":{parts.port}"
-        return f"{parts.scheme}://{host}{port}"
+        return None if self.jwks_url is None else url_origin(self.jwks_url)
 
     @property
     def expected_issuer(self) -> str | None:

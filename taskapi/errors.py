@@ -6,11 +6,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
-from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
@@ -138,14 +136,12 @@ def api_error_response(error: APIError) -> Response:
     return error_response(error.status_code, error.code, error.detail, error.headers)
 
 
-def unexpected_error_response(exc: BaseException, retry_after: int) -> Response:
-    """503 with `Retry-After` when a dependency is down or overloaded; else a logged 500
-    whose body says nothing about the cause."""
-    if is_unavailable(exc):
-        logger.warning("database unavailable: %s", type(exc).__name__)
-        return error_response(
-            503, UnavailableError.code, UnavailableError.detail, {"Retry-After": str(retry_after)}
-        )
+def exception_response(exc: BaseException) -> Response:
+    """The response for any exception: an `APIError`'s own, else a logged 500 whose body
+    says nothing about the cause. (A dependency that is down is an `UnavailableError` by
+    the time it gets here: `taskapi.db.failures`.)"""
+    if isinstance(exc, APIError):
+        return api_error_response(exc)
     logger.error("unhandled error", exc_info=exc)
     return error_response(500, "INTERNAL_ERROR", "Internal server error")
 
@@ -159,35 +155,6 @@ def describe_validation_errors(errors: Sequence[Any]) -> str:
     if len(errors) > 5:
         parts.append(f"and {len(errors) - 5} more")
     return "; ".join(str(part) for part in parts) or "Invalid request"
-
-
-# SQLSTATE classes meaning "down, restarting or overloaded": 08 connection exception,
-# 53 insufficient resources, 57P0x shutdown/starting up, 57014 statement timeout or
-# cancelled, 40001/40P01 serialisation failure or deadlock (safe to retry).
-def _unavailable_sqlstate(sqlstate: object) -> bool:
-    return isinstance(sqlstate, str) and (
-        sqlstate.startswith(("08", "53", "57P")) or sqlstate in ("57014", "40001", "40P01")
-    )
-
-
-def is_unavailable(exc: BaseException) -> bool:
-    """Whether a database error means 'down or overloaded' rather than a bug."""
-    if isinstance(exc, (sa_exc.TimeoutError, TimeoutError, ConnectionError)):
-        return True
-    # "connection does not exist/closed", or a connection caught mid-way by a failure
-    if isinstance(exc, (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError)):
-        return True
-    if isinstance(exc, asyncpg.PostgresError):
-        return _unavailable_sqlstate(exc.sqlstate)
-    if isinstance(exc, sa_exc.DBAPIError):
-        if exc.connection_invalidated or isinstance(
-            exc, (sa_exc.OperationalError, sa_exc.InterfaceError)
-        ):
-            return True
-        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-        if _unavailable_sqlstate(sqlstate):
-            return True
-    return isinstance(exc, OSError)
 
 
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
@@ -206,7 +173,7 @@ def allowed_methods(request: Request) -> str:
     return ", ".join(allowed)
 
 
-def install_error_handlers(app: FastAPI, retry_after: int) -> None:
+def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that turn every exception into `{detail, code}`."""
 
     async def api_error(request: Request, exc: Exception) -> Response:
@@ -229,15 +196,9 @@ def install_error_handlers(app: FastAPI, retry_after: int) -> None:
         return error_response(exc.status_code, code, detail or code, headers)
 
     async def unhandled(request: Request, exc: Exception) -> Response:
-        return unexpected_error_response(exc, retry_after)
+        return exception_response(exc)
 
     app.add_exception_handler(APIError, api_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(sa_exc.SQLAlchemyError, unhandled)
-    app.add_exception_handler(asyncpg.PostgresError, unhandled)
-    app.add_exception_handler(asyncpg.InterfaceError, unhandled)
-    app.add_exception_handler(asyncpg.exceptions.InternalClientError, unhandled)
-    app.add_exception_handler(OSError, unhandled)
-    app.add_exception_handler(TimeoutError, unhandled)
     app.add_exception_handler(Exception, unhandled)

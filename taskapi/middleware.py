@@ -7,7 +7,7 @@ from random import getrandbits
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from taskapi.errors import error_response, unexpected_error_response
+from taskapi.errors import error_response, exception_response
 from taskapi.requestctx import RESPONSE_HEADERS_KEY, set_request_id
 
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._\-]{1,64}$")
@@ -44,10 +44,9 @@ class EdgeMiddleware:
       then reads the buffered body, so nothing unbounded is ever held.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, retry_after: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
-        self.retry_after = retry_after
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -124,7 +123,7 @@ class EdgeMiddleware:
         except Exception as error:
             # FastAPI renders its own errors; this is for a failure outside it.
             if not started:
-                response = unexpected_error_response(error, retry_after=self.retry_after)
+                response = exception_response(error)
                 await response(scope, receive, send_with_headers)
             raise
 

@@ -24,7 +24,18 @@ NAME_MAX = 255
 AVATAR_URL_MAX = 2048
 TITLE_MAX = 200
 DESCRIPTION_MAX = 10_000
-PRIORITIES = ("low", "medium", "high")
+
+
+def unstorable_reason(value: str) -> str | None:
+    """Why PostgreSQL cannot store `value` as text (NUL, or a lone UTF-16 surrogate, which
+    is not UTF-8), or None if it can."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode (no lone surrogates)"
+    return None
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):

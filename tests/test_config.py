@@ -303,7 +303,7 @@ def test_pooler_host_disables_prepared_statement_caches() -> None:
         "postgresql://u:p@ep-x-pooler.us-east-2.aws.neon.tech/db?sslmode=require"
         "&channel_binding=require"
     )
-    assert resolved.prepared_statements is False
+    assert resolved.behind_transaction_pooler is True
     assert resolved.connect_args["statement_cache_size"] == 0
     assert resolved.connect_args["ssl"] == "require"
     assert "channel_binding" not in resolved.url.query

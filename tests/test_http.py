@@ -552,7 +552,7 @@ async def test_a_failure_outside_fastapi_is_a_500_in_the_error_body() -> None:
     async def failing(scope: Scope, receive: Receive, send: Send) -> None:
         raise RuntimeError("secret detail")
 
-    edge = EdgeMiddleware(failing, max_body_bytes=1024, retry_after=5)
+    edge = EdgeMiddleware(failing, max_body_bytes=1024)
     sent: list[Message] = []
 
     async def receive() -> Message:

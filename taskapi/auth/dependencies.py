@@ -1,14 +1,16 @@
-"""The `CurrentUser` dependency: parse the Bearer header, verify, provision."""
+"""Who is asking: one call that authenticates a request, charges its rate limit and
+provisions its user, for both request paths; and `CurrentUser`, its FastAPI dependency."""
 
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 from fastapi import Depends, Request
+from starlette.types import Scope
 
 from taskapi.auth.tokens import Identity, TokenVerifier
-from taskapi.db import get_session
+from taskapi.db import UnitOfWork, get_session
 from taskapi.errors import (
     AuthenticationError,
     InvalidAuthHeaderError,
@@ -22,6 +24,33 @@ from taskapi.users.service import UserProvisioner
 logger = logging.getLogger("taskapi.auth")
 
 
+class RequestContext(NamedTuple):
+    """What authentication reads of a request."""
+
+    authorization: str | None
+    """The first `Authorization` header, as Starlette reads it."""
+    client: str
+    """The client address: failed authentications are charged to it."""
+    path: str
+    response_headers: list[tuple[bytes, bytes]] | None
+    """Where the rate-limit headers go (the edge adds them to whatever is answered)."""
+
+    @staticmethod
+    def of(scope: Scope) -> RequestContext:
+        authorization = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+                break
+        client = scope.get("client")
+        return RequestContext(
+            authorization,
+            client[0] if client else "unknown",
+            scope["path"],
+            scope.get(RESPONSE_HEADERS_KEY),
+        )
+
+
 def bearer_token(authorization: str | None) -> str:
     """The token of an `Authorization: Bearer <token>` header."""
     if authorization is None:
@@ -32,66 +61,56 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
-async def authenticate_bearer(
-    verifier: TokenVerifier,
-    limits: RateLimits | None,
-    authorization: str | None,
-    client: str,
-    path: str,
-    response_headers: list[tuple[bytes, bytes]] | None,
-) -> Identity:
-    """Verify an Authorization header's token and charge its rate limit.
+class Authenticator:
+    """Token verification, the rate limits and user provisioning, applied in that order."""
 
-    Failures are logged with their code, never the token, and count against the
-    client address, so an unauthenticated flood is limited too. The rate-limit headers
-    go to `response_headers` (the edge middleware adds them to whatever is answered).
-    """
-    try:
-        identity = await verifier.verify(bearer_token(authorization))
-    except AuthenticationError as error:
-        logger.info(
-            "authentication failed code=%s request_id=%s path=%s",
-            error.code,
-            request_id(),
-            path,
-        )
+    __slots__ = ("_limits", "_provisioner", "_verifier")
+
+    def __init__(
+        self, verifier: TokenVerifier, limits: RateLimits | None, provisioner: UserProvisioner
+    ) -> None:
+        self._verifier = verifier
+        self._limits = limits
+        self._provisioner = provisioner
+
+    async def authenticate(self, context: RequestContext, work: UnitOfWork) -> Identity:
+        """The request's verified identity, charged to its rate limit and provisioned in
+        `work`.
+
+        A failure is logged with its code, never the token, and is charged to the client
+        address, so an unauthenticated flood is limited too.
+        """
+        limits = self._limits
+        try:
+            identity = await self._verifier.verify(bearer_token(context.authorization))
+        except AuthenticationError as error:
+            logger.info(
+                "authentication failed code=%s request_id=%s path=%s",
+                error.code,
+                request_id(),
+                context.path,
+            )
+            if limits is not None:
+                decision = await limits.charge_anonymous(context.client)
+                if not decision.allowed:
+                    raise RateLimitedError(headers=decision.headers(limits.anonymous)) from None
+            raise
         if limits is not None:
-            decision = await limits.charge_anonymous(client)
+            decision = await limits.charge_user(identity.sub)
             if not decision.allowed:
-                raise RateLimitedError(headers=decision.headers(limits.anonymous)) from None
-        raise
-    if limits is not None:
-        decision = await limits.charge_user(identity.sub)
-        if not decision.allowed:
-            raise RateLimitedError(headers=decision.headers(limits.user))
-        if response_headers is not None:
-            response_headers += decision.raw_headers(limits.user)
-    return identity
-
-
-async def authenticate(request: Request) -> Identity:
-    """`authenticate_bearer` for a FastAPI request."""
-    services = request.app.services
-    return await authenticate_bearer(
-        services.verifier,
-        services.rate_limits,
-        request.headers.get("authorization"),
-        request.client.host if request.client else "unknown",
-        request.url.path,
-        request.scope.get(RESPONSE_HEADERS_KEY),
-    )
+                raise RateLimitedError(headers=decision.headers(limits.user))
+            if context.response_headers is not None:
+                context.response_headers.extend(decision.raw_headers(limits.user))
+        await self._provisioner.ensure(work, identity.sub, identity.profile)
+        return identity
 
 
 async def current_user(request: Request) -> Identity:
-    """The authenticated user, provisioned in the database on first sight.
-
-    One dependency rather than a chain: each dependency FastAPI resolves costs time on
-    every request.
-    """
-    identity = await authenticate(request)
-    provisioner: UserProvisioner = request.app.services.provisioner
-    await provisioner.ensure(await get_session(request), identity)
-    return identity
+    """The authenticated, provisioned user of a FastAPI request (one dependency rather than
+    a chain: each dependency FastAPI resolves costs time on every request)."""
+    authenticator: Authenticator = request.app.services.authenticator
+    work = await get_session(request)
+    return await authenticator.authenticate(RequestContext.of(request.scope), work)
 
 
 CurrentUser = Annotated[Identity, Depends(current_user)]

@@ -9,11 +9,13 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import httpx
 import jwt
 from jwt.algorithms import HMACAlgorithm
+
+from taskapi.config import url_origin
 
 logger = logging.getLogger("taskapi.auth.jwks")
 
@@ -38,14 +40,6 @@ class JWKSKeyNotFoundError(Exception):
 
 class _FetchError(Exception):
     """A JWKS fetch failed; the cache is left as it was."""
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    """The (scheme, host, port) of `url`, with default ports made explicit."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    port = parts.port or {"http": 80, "https": 443}.get(scheme)
-    return (scheme, (parts.hostname or "").lower(), port)
 
 
 def parse_jwks(document: Any) -> tuple[dict[str, jwt.PyJWK], tuple[jwt.PyJWK, ...]]:
@@ -263,7 +257,7 @@ class JWKSCache:
     async def _download(self) -> Any:
         """GET the JWKS document (bounded size, same-origin redirects only) and decode it."""
         url = self._url
-        origin = _origin(url)
+        origin = url_origin(url)
         for _ in range(MAX_REDIRECTS + 1):
             async with self._client.stream(
                 "GET",
@@ -277,7 +271,7 @@ class JWKSCache:
                     if not location:
                         raise _FetchError(f"HTTP {response.status_code} without Location")
                     url = urljoin(url, location)
-                    if _origin(url) != origin:
+                    if url_origin(url) != origin:
                         raise _FetchError(f"refusing redirect to another origin: {url}")
                     continue
                 if response.status_code != 200:

@@ -17,7 +17,8 @@ from taskapi.errors import (
     MissingSubClaimError,
     TokenExpiredError,
 )
-from taskapi.models import AVATAR_URL_MAX, EMAIL_MAX, NAME_MAX, USER_ID_MAX
+from taskapi.models import AVATAR_URL_MAX, EMAIL_MAX, NAME_MAX, USER_ID_MAX, unstorable_reason
+from taskapi.users.service import Profile
 
 logger = logging.getLogger("taskapi.auth")
 
@@ -44,19 +45,15 @@ class Identity:
     expires_at: float
 
     @property
-    def profile(self) -> tuple[str | None, str | None, str | None]:
-        return (self.email, self.name, self.avatar_url)
+    def profile(self) -> Profile:
+        return Profile(self.email, self.name, self.avatar_url)
 
 
 def _clean_text(value: Any, limit: int) -> str | None:
-    """A profile claim fit to store: a string within `limit`, no NUL, valid UTF-8; else None."""
-    if not isinstance(value, str) or not value or len(value) > limit or "\x00" in value:
+    """A profile claim fit to store: a non-empty string within `limit`; else None."""
+    if not isinstance(value, str) or not value or len(value) > limit:
         return None
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return None
-    return value
+    return None if unstorable_reason(value) else value
 
 
 def identity_from_claims(claims: dict[str, Any]) -> Identity:

@@ -1,25 +1,27 @@
-"""Database access: URL mapping, backends (asyncpg for PostgreSQL, SQLAlchemy for SQLite),
-the request-scoped session, and schema checks."""
+"""Database access, by concern:
+
+- `query`: statements compiled once, each with its typed rows;
+- `backend`: what a backend provides (`Database`, `Connection`);
+- `sqlite`, `postgres` (with `slots`, its connection handout): the two backends;
+- `unit_of_work`: the request's transaction; `routing`: its FastAPI glue;
+- `failures`: driver failures as the service's 503;
+- `url`, `engine`, `schema`: `DATABASE_URL`, SQLAlchemy engines, schema revisions.
+"""
 
 from taskapi.config import Settings
+from taskapi.db.backend import Connection, Database
 from taskapi.db.engine import create_engine
+from taskapi.db.query import Params, Query, Row
+from taskapi.db.routing import Session, UnitOfWorkRoute, get_session
 from taskapi.db.schema import MIGRATIONS_DIR, ensure_schema, head_revision, schema_revision
-from taskapi.db.session import (
-    Database,
-    DBSession,
-    Query,
-    Row,
-    Session,
-    UnitOfWork,
-    UnitOfWorkRoute,
-    get_session,
-)
+from taskapi.db.unit_of_work import UnitOfWork
 from taskapi.db.url import ResolvedURL, resolve_database_url
 
 __all__ = [
     "MIGRATIONS_DIR",
-    "DBSession",
+    "Connection",
     "Database",
+    "Params",
     "Query",
     "ResolvedURL",
     "Row",
@@ -39,14 +41,14 @@ __all__ = [
 async def open_database(settings: Settings) -> Database:
     """The backend DATABASE_URL names, ready to serve (schema checked or migrated)."""
     from taskapi.db.postgres import PostgresDatabase
-    from taskapi.db.session import SQLiteDatabase
+    from taskapi.db.sqlite import SQLiteDatabase
 
     resolved = resolve_database_url(settings)
     engine = create_engine(settings)
     try:
         await ensure_schema(engine, migrate=resolved.is_sqlite)
         if resolved.is_sqlite:
-            return SQLiteDatabase(engine)
+            return SQLiteDatabase(engine, retry_after=settings.retry_after_seconds)
         database = PostgresDatabase(settings, resolved, engine)
         await database.open()
         return database

@@ -43,7 +43,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         return engine
     connect_args = dict(resolved.connect_args)
     url = resolved.url
-    if not resolved.prepared_statements:
+    if resolved.behind_transaction_pooler:
         # SQLAlchemy prepares statements itself: give them unique names behind PgBouncer.
         connect_args["prepared_statement_name_func"] = lambda: f"__asyncpg_{uuid.uuid4()}__"
         url = url.update_query_dict({"prepared_statement_cache_size": "0"})

@@ -1,8 +1,8 @@
 """PostgreSQL through asyncpg connections: the hot path.
 
-Statements are SQLAlchemy Core, compiled once (`Query`); executing them on asyncpg directly
-costs about a fifth of the CPU of executing them through SQLAlchemy (measured: 31 against
-152 microseconds a query), which is most of a request's budget.
+Statements are SQLAlchemy Core, compiled once (`Query`), and executed on asyncpg directly:
+through SQLAlchemy each query would cost several times the CPU (see docs/design.md,
+"Database connections").
 """
 
 from __future__ import annotations
@@ -12,53 +12,43 @@ import contextlib
 import logging
 import time
 from collections import deque
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from taskapi.config import Settings
-from taskapi.db.session import Params, Query, Row, _Callbacks
+from taskapi.db.failures import broke_connection, is_unavailable
+from taskapi.db.query import Params, Query
+from taskapi.db.slots import Slots
 from taskapi.db.url import ResolvedURL
-from taskapi.errors import is_unavailable
 
 logger = logging.getLogger("taskapi.db")
+R = TypeVar("R")
 
 
-class PostgresSession(_Callbacks):
-    """A session on one pooled asyncpg connection."""
+class PostgresConnection:
+    """Queries on one pooled asyncpg connection; each record becomes the query's type."""
 
     __slots__ = ("connection",)
 
-    def __init__(self, connection: Any) -> None:
-        super().__init__()
+    def __init__(self, connection: asyncpg.Connection) -> None:
         self.connection = connection
 
-    async def fetch_one(self, query: Query, params: Params) -> Row | None:
-        row = await self.connection.fetchrow(query.sql, *[params[n] for n in query.names])
-        if row is None:
-            return None
-        return _rendered(row) if query.shape is not None else dict(row)
+    async def fetch_one(self, query: Query[R], params: Params) -> R | None:
+        record = await self.connection.fetchrow(query.sql, *query.arguments(params))
+        return None if record is None else query.from_record(record)
 
-    async def fetch_all(self, query: Query, params: Params) -> list[Row]:
-        rows = await self.connection.fetch(query.sql, *[params[n] for n in query.names])
-        if query.shape is not None:
-            return [_rendered(row) for row in rows]
-        return [dict(row) for row in rows]
-
-
-def _rendered(row: Any) -> Row:
-    """A row of a rendered query (see `Query`; PostgreSQL's SQL returns `id, json`): built
-    by position, a third of the CPU of `dict(record)`, which looks each column up by name
-    (measured: 0.11 against 0.34 µs a row; a page of 21 rows, ~5 µs)."""
-    task_id, document = row
-    return {"id": task_id, "json": document}
+    async def fetch_all(self, query: Query[R], params: Params) -> list[R]:
+        records = await self.connection.fetch(query.sql, *query.arguments(params))
+        decode = query.from_record
+        return [decode(record) for record in records]
 
 
 class _PooledSession:
-    """One request's connection: a transaction around it behind PgBouncer, none (autocommit)
-    on a direct connection. A class rather than a generator-based context manager: this
-    runs on every request."""
+    """One request's connection: a transaction around it behind a transaction pooler, none
+    (autocommit) on a direct connection (`ResolvedURL.behind_transaction_pooler`). A class
+    rather than a generator-based context manager: this runs on every request."""
 
     __slots__ = ("_connection", "_database", "_transaction")
 
@@ -66,7 +56,7 @@ class _PooledSession:
         self._database = database
         self._transaction: Any = None
 
-    async def __aenter__(self) -> PostgresSession:
+    async def __aenter__(self) -> PostgresConnection:
         database = self._database
         connection = self._connection = await database._checkout()
         if database._transactional:
@@ -76,7 +66,7 @@ class _PooledSession:
             except BaseException as error:
                 database._checkin(connection, error)
                 raise
-        return PostgresSession(connection)
+        return PostgresConnection(connection)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
@@ -93,56 +83,6 @@ class _PooledSession:
             raise
         finally:
             self._database._checkin(self._connection, error)
-
-
-class _Slots:
-    """At most `size` holders at a time. Waiters are served first come, first served (a
-    released slot goes straight to the longest waiter, so a newcomer never overtakes it),
-    each for at most `timeout` seconds (then `TimeoutError`).
-
-    `asyncio.Semaphore` with `asyncio.timeout` does the same at several times the CPU per
-    wait; most requests wait for a connection under load, so this runs on most of them."""
-
-    __slots__ = ("_free", "_timeout", "_waiters")
-
-    def __init__(self, size: int, timeout: float) -> None:
-        self._free = size
-        self._timeout = timeout
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    async def acquire(self) -> None:
-        if self._free:  # then nobody is waiting: a release hands its slot to a waiter
-            self._free -= 1
-            return
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._waiters.append(waiter)
-        timer = loop.call_later(self._timeout, _expire, waiter)
-        try:
-            await waiter
-        except BaseException:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self.release()  # handed a slot, then cancelled before taking it: pass it on
-            raise
-        finally:
-            timer.cancel()
-
-    def release(self) -> None:
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():  # else it timed out or was cancelled
-                waiter.set_result(None)
-                return
-        self._free += 1
-
-    def waiting(self) -> int:
-        return sum(not waiter.done() for waiter in self._waiters)
-
-
-def _expire(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_exception(TimeoutError())
 
 
 # Connections idle longer than this are closed (checked every IDLE_CHECK_SECONDS), so an
@@ -177,7 +117,8 @@ class PostgresDatabase:
     def __init__(self, settings: Settings, resolved: ResolvedURL, engine: AsyncEngine) -> None:
         self.engine = engine
         self._settings = settings
-        self._transactional = not resolved.prepared_statements
+        self._transactional = resolved.behind_transaction_pooler
+        self.retry_after = settings.retry_after_seconds
         url = resolved.url
         self._connect_args: dict[str, Any] = {
             "host": url.host,
@@ -187,7 +128,7 @@ class PostgresDatabase:
             "database": url.database,
             **resolved.connect_args,
         }
-        self._slots = _Slots(settings.db_pool_size, settings.db_pool_timeout_seconds)
+        self._slots = Slots(settings.db_pool_size, settings.db_pool_timeout_seconds)
         self._idle: deque[tuple[Any, float]] = deque()  # (connection, idle since); newest last
         self._generations: dict[Any, int] = {}  # every open connection, and its generation
         self._generation = 0
@@ -249,7 +190,7 @@ class PostgresDatabase:
     def _checkin(self, connection: Any, error: BaseException | None) -> None:
         """Return a request's connection: kept if healthy, else closed."""
         try:
-            if error is not None and (not isinstance(error, Exception) or is_unavailable(error)):
+            if error is not None and (not isinstance(error, Exception) or broke_connection(error)):
                 # Cancelled or failed mid-exchange: its state is unknown, never reuse it.
                 self._discard(connection)
                 if isinstance(error, Exception):
@@ -294,9 +235,9 @@ class PostgresDatabase:
             await session.connection.execute("SELECT 1", timeout=timeout)
 
     def pool_stats(self) -> dict[str, int]:
-        """Open and idle connections (for tests and diagnostics)."""
+        """Open and idle connections (diagnostics; the pool tests read them)."""
         return {"size": len(self._generations), "idle": len(self._idle)}
 
-    async def reset(self) -> None:
-        """Replace every connection on its next use."""
+    def replace_connections_for_tests(self) -> None:
+        """Replace every connection on its next use, as after a server restart."""
         self._generation += 1

@@ -26,7 +26,9 @@ class ResolvedURL:
 
     url: URL
     connect_args: dict[str, Any] = field(default_factory=dict)
-    prepared_statements: bool = False
+    behind_transaction_pooler: bool = False
+    """The connection goes through a pooler in transaction mode (PgBouncer, Neon's `-pooler`
+    host): each request runs in a transaction, and no named prepared statement is kept."""
 
     @property
     def is_sqlite(self) -> bool:
@@ -87,6 +89,6 @@ def resolve_database_url(settings: Settings) -> ResolvedURL:
     if prepared is None:
         prepared = "-pooler" not in host  # Neon's pooled endpoint is PgBouncer, transaction mode
     if not prepared:
-        # PgBouncer in transaction mode: no named prepared statements survive a transaction.
+        # In transaction mode no named prepared statement survives a transaction.
         connect_args["statement_cache_size"] = 0
-    return ResolvedURL(url, connect_args, prepared_statements=prepared)
+    return ResolvedURL(url, connect_args, behind_transaction_pooler=not prepared)

@@ -5,9 +5,8 @@ FastAPI declares the API (routes, OpenAPI, `/docs`) and serves every request thi
 does not take. This path takes a request only when every input is already known to be
 valid (the path's id, the query, a JSON body that validates against the route's own
 pydantic model), and then answers it with the same code the declared route runs:
-`authenticate_bearer`, `UserProvisioner.ensure`, one `UnitOfWork`, the `service`
-functions and the one error renderer. Rows come back already serialized into exactly the
-bytes of the route's response model (by PostgreSQL itself: `taskapi.tasks.render`).
+one `UnitOfWork`, `Authenticator.authenticate`, the operation in
+`taskapi.tasks.operations` and the one error renderer: only the parsing is its own.
 Anything else (an invalid id, an unknown query parameter, a body that does not validate,
 HEAD) goes to FastAPI untouched, the body replayed, so every answer to bad input is
 FastAPI's own.
@@ -21,105 +20,65 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
-from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 from urllib.parse import parse_qsl
 
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from taskapi.auth.dependencies import authenticate_bearer
-from taskapi.db import DBSession, UnitOfWork
-from taskapi.errors import APIError, api_error_response, unexpected_error_response
+from taskapi.auth.dependencies import RequestContext
+from taskapi.db import UnitOfWork
+from taskapi.errors import exception_response
 from taskapi.middleware import replaying
-from taskapi.requestctx import RESPONSE_HEADERS_KEY
 from taskapi.services import Services
-from taskapi.tasks import service
-from taskapi.tasks.render import page_json
-from taskapi.tasks.router import (
-    DEFAULT_PAGE_SIZE,
+from taskapi.tasks import operations
+from taskapi.tasks.contract import (
+    MAX_CURSOR_LENGTH,
     MAX_PAGE_SIZE,
     MAX_TASK_ID,
     PREFIX,
     Cursor,
     InvalidCursorError,
+    QueryItems,
+    TaskFilter,
     is_json_content_type,
-    location,
-    next_link,
 )
+from taskapi.tasks.operations import Reply
 from taskapi.tasks.schemas import Priority, TaskCreate, TaskUpdate
 
-Headers = list[tuple[bytes, bytes]]
-Reply = tuple[int, bytes, Headers]
-Handler = Callable[[DBSession, str], Awaitable[Reply]]
+Handler = Callable[[UnitOfWork, str], Awaitable[Reply]]
 M = TypeVar("M", TaskCreate, TaskUpdate)
 
 _TASK_PATH = re.compile(r"/([1-9][0-9]{0,18})")
 _PAGE_SIZE = re.compile(r"[1-9][0-9]{0,2}")
 _BOOLEANS = {"true": True, "false": False}
 _PRIORITIES = {p.value: p for p in Priority}
-_JSON = (b"content-type", b"application/json")
 
 
-async def _get(task_id: int, session: DBSession, owner_id: str) -> Reply:
-    return 200, (await service.get_task(session, owner_id, task_id))["json"], []
-
-
-async def _create(data: TaskCreate, session: DBSession, owner_id: str) -> Reply:
-    row = await service.create_task(session, owner_id, data)
-    return 201, row["json"], [(b"location", location(row["id"]).encode())]
-
-
-async def _update(task_id: int, data: TaskUpdate, session: DBSession, owner_id: str) -> Reply:
-    changes = data.model_dump(exclude_unset=True)
-    row = await service.update_task(session, owner_id, task_id, changes)
-    return 200, row["json"], []
-
-
-async def _delete(task_id: int, session: DBSession, owner_id: str) -> Reply:
-    await service.delete_task(session, owner_id, task_id)
-    return 204, b"", []
-
-
-async def _list(
-    query: list[tuple[str, str]], filters: dict[str, Any], session: DBSession, owner_id: str
-) -> Reply:
-    limit: int = filters["limit"]
-    rows = await service.list_tasks(session, owner_id, **filters)
-    headers: Headers = []
-    if len(rows) > limit:
-        rows = rows[:limit]
-        headers.append((b"link", next_link(query, rows[-1]["id"]).encode()))
-    return 200, page_json(rows), headers
-
-
-def _list_filters(query: list[tuple[str, str]]) -> dict[str, Any] | None:
+def _list_filter(query: QueryItems) -> TaskFilter | None:
     """The list route's parameters, or None unless each is known, single and valid."""
-    filters: dict[str, Any] = {
-        "completed": None,
-        "priority": None,
-        "after_id": None,
-        "limit": DEFAULT_PAGE_SIZE,
-    }
+    completed = priority = after_id = None
+    limit: int | None = None
     seen: set[str] = set()
     for name, value in query:
         if name in seen:
             return None
         seen.add(name)
         if name == "completed" and value in _BOOLEANS:
-            filters["completed"] = _BOOLEANS[value]
+            completed = _BOOLEANS[value]
         elif name == "priority" and value in _PRIORITIES:
-            filters["priority"] = _PRIORITIES[value]
+            priority = _PRIORITIES[value]
         elif name == "limit" and _PAGE_SIZE.fullmatch(value) and int(value) <= MAX_PAGE_SIZE:
-            filters["limit"] = int(value)
-        elif name == "cursor" and len(value) <= 64:
+            limit = int(value)
+        elif name == "cursor" and len(value) <= MAX_CURSOR_LENGTH:
             try:
-                filters["after_id"] = Cursor.decode(value)
+                after_id = Cursor.decode(value)
             except InvalidCursorError:
                 return None
         else:
             return None
-    return filters
+    page = TaskFilter(completed, priority, after_id)
+    return page if limit is None else page._replace(limit=limit)
 
 
 class TasksFastPath:
@@ -143,22 +102,28 @@ class TasksFastPath:
         if not rest:
             if method == "GET":
                 query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
-                filters = _list_filters(query)
-                return (partial(_list, query, filters) if filters is not None else None), receive
+                page = _list_filter(query)
+                if page is None:
+                    return None, receive
+                return (lambda work, sub: operations.list_tasks(work, sub, page, query)), receive
             if method == "POST":
                 create, receive = await self._body(scope, receive, TaskCreate)
-                return (partial(_create, create) if create is not None else None), receive
+                if create is None:
+                    return None, receive
+                return (lambda work, sub: operations.create_task(work, sub, create)), receive
             return None, receive
         match = _TASK_PATH.fullmatch(rest)
         if match is None or (task_id := int(match[1])) > MAX_TASK_ID:
             return None, receive
         if method == "GET":
-            return partial(_get, task_id), receive
+            return (lambda work, sub: operations.get_task(work, sub, task_id)), receive
         if method == "DELETE":
-            return partial(_delete, task_id), receive
+            return (lambda work, sub: operations.delete_task(work, sub, task_id)), receive
         if method == "PUT":
             update, receive = await self._body(scope, receive, TaskUpdate)
-            return (partial(_update, task_id, update) if update is not None else None), receive
+            if update is None:
+                return None, receive
+            return (lambda work, sub: operations.update_task(work, sub, task_id, update)), receive
         return None, receive
 
     @staticmethod
@@ -184,37 +149,15 @@ class TasksFastPath:
     @staticmethod
     async def _serve(scope: Scope, receive: Receive, send: Send, handler: Handler) -> None:
         services: Services = scope["app"].services
-        authorization = None
-        for name, value in scope["headers"]:
-            if name == b"authorization":  # the first, as Starlette reads it
-                authorization = value.decode("latin-1")
-                break
-        client = scope.get("client")
         try:
-            identity = await authenticate_bearer(
-                services.verifier,
-                services.rate_limits,
-                authorization,
-                client[0] if client else "unknown",
-                scope["path"],
-                scope.get(RESPONSE_HEADERS_KEY),
-            )
-            work = UnitOfWork(services.db, rendered=True)
-            try:
-                await services.provisioner.ensure(work, identity)
-                status, body, headers = await handler(work, identity.sub)
-            except BaseException as error:
-                await work.finish(error)
-                raise
-            await work.finish(None)  # committed before anything is sent
-        except APIError as error:
-            await api_error_response(error)(scope, receive, send)
-            return
+            async with UnitOfWork(services.db) as work:
+                identity = await services.authenticator.authenticate(RequestContext.of(scope), work)
+                reply = await handler(work, identity.sub)
+            # committed before anything is sent
         except Exception as error:
-            response = unexpected_error_response(error, services.settings.retry_after_seconds)
-            await response(scope, receive, send)
+            await exception_response(error)(scope, receive, send)
             return
-        if status != 204:
-            headers += [_JSON, (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send(
+            {"type": "http.response.start", "status": reply.status, "headers": reply.wire_headers()}
+        )
+        await send({"type": "http.response.body", "body": reply.body})

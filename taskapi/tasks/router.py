@@ -1,25 +1,29 @@
-"""HTTP endpoints of `/api/v1/tasks`."""
+"""HTTP endpoints of `/api/v1/tasks`: FastAPI parses and declares (OpenAPI, `/docs`); the
+operations in `taskapi.tasks.operations` answer."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-from collections.abc import Sequence
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import Response
 
 from taskapi.auth.dependencies import CurrentUser
 from taskapi.db import Session, UnitOfWorkRoute
-from taskapi.errors import APIError, ErrorBody, UnsupportedMediaTypeError
-from taskapi.tasks import service
+from taskapi.errors import ErrorBody, UnsupportedMediaTypeError
+from taskapi.tasks import operations
+from taskapi.tasks.contract import (
+    DEFAULT_PAGE_SIZE,
+    MAX_CURSOR_LENGTH,
+    MAX_PAGE_SIZE,
+    MAX_TASK_ID,
+    PREFIX,
+    Cursor,
+    TaskFilter,
+    is_json_content_type,
+)
+from taskapi.tasks.operations import ReplyResponse
 from taskapi.tasks.schemas import Priority, TaskCreate, TaskRead, TaskUpdate
-
-PREFIX = "/api/v1/tasks"
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 500
-MAX_TASK_ID = 2**63 - 1
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -44,30 +48,10 @@ BODY_ERRORS: dict[int | str, dict[str, Any]] = {
 TaskId = Annotated[int, Path(ge=1, le=MAX_TASK_ID, description="The task's id")]
 
 
-def is_json_content_type(content_type: str | None) -> bool:
-    """Bodies must be JSON; a missing (or empty) Content-Type is read as JSON.
-
-    The media type is read as FastAPI reads it (`email.message`: one "/" or it is
-    text/plain), so the fast path and FastAPI agree on every header.
-    """
-    if content_type is None or not content_type.strip():
-        return True
-    media_type = content_type.partition(";")[0].strip().lower()
-    if media_type.count("/") != 1:
-        return False
-    main, _, sub = media_type.partition("/")
-    return main == "application" and (sub == "json" or sub.endswith("+json"))
-
-
 async def require_json(request: Request) -> None:
     """415 unless the body is declared JSON (see `is_json_content_type`)."""
     if not is_json_content_type(request.headers.get("content-type")):
         raise UnsupportedMediaTypeError()
-
-
-def location(task_id: int) -> str:
-    """The `Location` of a created task."""
-    return f"{PREFIX}/{task_id}"
 
 
 # Each request runs in one unit of work (see UnitOfWorkRoute), opened on its first query.
@@ -77,39 +61,6 @@ router = APIRouter(
     responses=COMMON_ERRORS,
     route_class=UnitOfWorkRoute,
 )
-
-
-class InvalidCursorError(APIError):
-    status_code = 422
-    code = "VALIDATION_ERROR"
-    detail = "query.cursor: invalid cursor; use the Link header of the previous page"
-
-
-class Cursor:
-    """The opaque `cursor` of keyset pagination: the last id of the previous page."""
-
-    @staticmethod
-    def encode(last_id: int) -> str:
-        return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
-
-    @staticmethod
-    def decode(cursor: str) -> int:
-        try:
-            text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-            prefix, _, number = text.partition(":")
-            value = int(number)
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            raise InvalidCursorError() from None
-        if prefix != "id" or not 0 <= value <= MAX_TASK_ID:
-            raise InvalidCursorError()
-        return value
-
-
-def next_link(query: Sequence[tuple[str, str]], last_id: int) -> str:
-    """The `Link` to the page after `last_id`, keeping the request's other parameters."""
-    params = [(k, v) for k, v in query if k != "cursor"]
-    params.append(("cursor", Cursor.encode(last_id)))
-    return f'<{PREFIX}?{urlencode(params)}>; rel="next"'
 
 
 @router.get(
@@ -123,8 +74,7 @@ def next_link(query: Sequence[tuple[str, str]], last_id: int) -> str:
 )
 async def list_tasks(
     request: Request,
-    response: Response,
-    session: Session,
+    work: Session,
     user: CurrentUser,
     completed: Annotated[bool | None, Query(description="Only (un)completed tasks")] = None,
     priority: Annotated[Priority | None, Query(description="Only this priority")] = None,
@@ -132,21 +82,14 @@ async def list_tasks(
         DEFAULT_PAGE_SIZE
     ),
     cursor: Annotated[
-        str | None, Query(max_length=64, description="Opaque; from the previous page's Link")
+        str | None,
+        Query(max_length=MAX_CURSOR_LENGTH, description="Opaque; from the previous page's Link"),
     ] = None,
-) -> Sequence[Any]:
-    rows = await service.list_tasks(
-        session,
-        user.sub,
-        completed=completed,
-        priority=priority,
-        after_id=Cursor.decode(cursor) if cursor is not None else None,
-        limit=limit,
-    )
-    if len(rows) > limit:
-        rows = rows[:limit]
-        response.headers["Link"] = next_link(request.query_params.multi_items(), rows[-1]["id"])
-    return rows
+) -> Response:
+    after_id = Cursor.decode(cursor) if cursor is not None else None
+    page = TaskFilter(completed, priority, after_id, limit)
+    query = request.query_params.multi_items()
+    return ReplyResponse(await operations.list_tasks(work, user.sub, page, query))
 
 
 @router.post(
@@ -157,17 +100,13 @@ async def list_tasks(
     responses=BODY_ERRORS,
     dependencies=[Depends(require_json)],
 )
-async def create_task(
-    body: TaskCreate, response: Response, session: Session, user: CurrentUser
-) -> Any:
-    row = await service.create_task(session, user.sub, body)
-    response.headers["Location"] = location(row["id"])
-    return row
+async def create_task(body: TaskCreate, work: Session, user: CurrentUser) -> Response:
+    return ReplyResponse(await operations.create_task(work, user.sub, body))
 
 
 @router.get("/{task_id}", response_model=TaskRead, summary="Get a task", responses=NOT_FOUND)
-async def get_task(task_id: TaskId, session: Session, user: CurrentUser) -> Any:
-    return await service.get_task(session, user.sub, task_id)
+async def get_task(task_id: TaskId, work: Session, user: CurrentUser) -> Response:
+    return ReplyResponse(await operations.get_task(work, user.sub, task_id))
 
 
 @router.put(
@@ -183,10 +122,9 @@ async def get_task(task_id: TaskId, session: Session, user: CurrentUser) -> Any:
     dependencies=[Depends(require_json)],
 )
 async def update_task(
-    task_id: TaskId, body: TaskUpdate, session: Session, user: CurrentUser
-) -> Any:
-    changes = body.model_dump(exclude_unset=True)
-    return await service.update_task(session, user.sub, task_id, changes)
+    task_id: TaskId, body: TaskUpdate, work: Session, user: CurrentUser
+) -> Response:
+    return ReplyResponse(await operations.update_task(work, user.sub, task_id, body))
 
 
 @router.delete(
@@ -196,5 +134,5 @@ async def update_task(
     responses=NOT_FOUND,
     response_class=Response,
 )
-async def delete_task(task_id: TaskId, session: Session, user: CurrentUser) -> None:
-    await service.delete_task(session, user.sub, task_id)
+async def delete_task(task_id: TaskId, work: Session, user: CurrentUser) -> Response:
+    return ReplyResponse(await operations.delete_task(work, user.sub, task_id))

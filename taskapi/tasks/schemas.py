@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from taskapi.models import DESCRIPTION_MAX, TITLE_MAX
+from taskapi.models import DESCRIPTION_MAX, TITLE_MAX, unstorable_reason
 
 
 class Priority(StrEnum):
@@ -19,13 +19,10 @@ class Priority(StrEnum):
 
 
 def storable(value: str) -> str:
-    """Refuse what PostgreSQL cannot store in text: NUL, and lone UTF-16 surrogates."""
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    """Refuse what PostgreSQL cannot store in text (`unstorable_reason`)."""
+    reason = unstorable_reason(value)
+    if reason is not None:
+        raise ValueError(reason)
     return value
 
 

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam
 from sqlalchemy.dialects import postgresql, sqlite
 
-from taskapi.auth.tokens import Identity
-from taskapi.db import DBSession, Query
+from taskapi.db import Query, UnitOfWork
 from taskapi.models import users
 
-Profile = tuple[str | None, str | None, str | None]
+
+class Profile(NamedTuple):
+    """What a token says of its user, as stored on the user's row."""
+
+    email: str | None
+    name: str | None
+    avatar_url: str | None
 
 
 def _upsert(insert: Any) -> Any:
@@ -55,24 +60,23 @@ class UserProvisioner:
         self._known: dict[str, Profile] = {}
         self._cache_size = cache_size
 
-    async def ensure(self, session: DBSession, identity: Identity) -> None:
+    async def ensure(self, work: UnitOfWork, sub: str, profile: Profile) -> None:
         """Make sure the user's row exists with the token's profile."""
-        profile = identity.profile
-        if self._known.get(identity.sub) == profile:
+        if self._known.get(sub) == profile:
             return
         now = datetime.now(UTC)
-        await session.fetch_one(
+        await work.fetch_one(
             UPSERT_USER,
             {
-                "id": identity.sub,
-                "email": identity.email,
-                "name": identity.name,
-                "avatar_url": identity.avatar_url,
+                "id": sub,
+                "email": profile.email,
+                "name": profile.name,
+                "avatar_url": profile.avatar_url,
                 "created_at": now,
                 "updated_at": now,
             },
         )
-        session.after_commit(lambda: self._remember(identity.sub, profile))
+        work.after_commit(lambda: self._remember(sub, profile))
 
     def _remember(self, sub: str, profile: Profile) -> None:
         if not self._cache_size:

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from taskapi.db.postgres import _Slots
+from taskapi.db.slots import Slots
 
 
 async def turns(count: int = 5) -> None:
@@ -16,7 +16,7 @@ async def turns(count: int = 5) -> None:
 
 
 async def test_slots_are_bounded_and_served_in_arrival_order() -> None:
-    slots = _Slots(2, timeout=60)
+    slots = Slots(2, timeout=60)
     await slots.acquire()
     await slots.acquire()
     served: list[int] = []
@@ -38,7 +38,7 @@ async def test_slots_are_bounded_and_served_in_arrival_order() -> None:
 
 
 async def test_a_released_slot_is_not_taken_by_a_newcomer() -> None:
-    slots = _Slots(1, timeout=60)
+    slots = Slots(1, timeout=60)
     await slots.acquire()
     first = asyncio.create_task(slots.acquire())
     await turns()
@@ -52,7 +52,7 @@ async def test_a_released_slot_is_not_taken_by_a_newcomer() -> None:
 
 
 async def test_a_timed_out_waiter_takes_no_slot() -> None:
-    slots = _Slots(1, timeout=0)
+    slots = Slots(1, timeout=0)
     await slots.acquire()
     with pytest.raises(TimeoutError):
         await slots.acquire()
@@ -62,7 +62,7 @@ async def test_a_timed_out_waiter_takes_no_slot() -> None:
 
 
 async def test_a_cancelled_waiter_takes_no_slot() -> None:
-    slots = _Slots(1, timeout=60)
+    slots = Slots(1, timeout=60)
     await slots.acquire()
     waiter = asyncio.create_task(slots.acquire())
     await turns()
@@ -74,7 +74,7 @@ async def test_a_cancelled_waiter_takes_no_slot() -> None:
 
 
 async def test_a_waiter_cancelled_after_it_was_handed_a_slot_passes_it_on() -> None:
-    slots = _Slots(1, timeout=60)
+    slots = Slots(1, timeout=60)
     await slots.acquire()
     first = asyncio.create_task(slots.acquire())
     second = asyncio.create_task(slots.acquire())

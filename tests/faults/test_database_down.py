@@ -381,7 +381,8 @@ async def test_shutting_down_57P03_is_503(pg: PrivateCluster) -> None:
                 await probe.close()
             else:
                 pytest.fail("the server never refused connections with 57P03")
-            await postgres(app).reset()  # every request now needs a new connection
+            # every request now needs a new connection
+            postgres(app).replace_connections_for_tests()
             responses = [
                 await client.get(f"{TASKS}/{task['id']}", headers=USER),
                 await client.post(TASKS, json={"title": "x"}, headers=USER),

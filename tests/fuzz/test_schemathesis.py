@@ -38,7 +38,7 @@ from schemathesis.python import asgi as st_asgi
 
 from taskapi.app import create_app
 from taskapi.config import Settings
-from taskapi.tasks.router import MAX_TASK_ID, Cursor, InvalidCursorError
+from taskapi.tasks.contract import MAX_TASK_ID, Cursor, InvalidCursorError
 from tests.conftest import make_settings
 from tests.support.tokens import make_token
 

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from taskapi.tasks.router import MAX_TASK_ID
+from taskapi.tasks.contract import MAX_TASK_ID
 from tests.support.tasks import create
 from tests.support.tokens import auth
 

@@ -29,8 +29,8 @@ from starlette.types import Receive, Scope, Send
 
 from taskapi.app import create_app
 from taskapi.config import Settings
+from taskapi.tasks.contract import MAX_TASK_ID, Cursor
 from taskapi.tasks.fastpath import Handler, TasksFastPath
-from taskapi.tasks.router import MAX_TASK_ID, Cursor
 from tests.conftest import make_settings
 from tests.support.tasks import create
 from tests.support.tokens import auth, make_token

@@ -15,8 +15,13 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from taskapi.db import Query
-from taskapi.tasks import service
-from taskapi.tasks.render import page_json, rendered_row, task_json
+from taskapi.tasks import queries as service
+from taskapi.tasks.render import (
+    page_json,
+    rendered_from_columns,
+    rendered_from_record,
+    task_json,
+)
 from taskapi.tasks.schemas import TaskRead
 
 TASK = TypeAdapter(TaskRead)
@@ -67,7 +72,7 @@ def test_a_task_serializes_as_the_response_model_does(row: dict[str, Any]) -> No
 @settings(max_examples=100, deadline=None)
 @given(rows=st.lists(ROWS, max_size=5))
 def test_a_page_serializes_as_the_response_model_does(rows: list[dict[str, Any]]) -> None:
-    rendered = [rendered_row(row) for row in rows]  # as the fast path gets them on SQLite
+    rendered = [rendered_from_columns(row) for row in rows]  # as SQLite's rows are rendered
     assert page_json(rendered) == TASKS.dump_json(TASKS.validate_python(rows))
 
 
@@ -124,7 +129,6 @@ class Postgres:
     async def _rendered(
         self, query: Query, params: dict[str, Any], rows: list[dict[str, Any]]
     ) -> Any:
-        assert query.rendered is not None
         transaction = self.connection.transaction()
         await transaction.start()
         try:
@@ -139,8 +143,8 @@ class Postgres:
                     f" VALUES ({', '.join(f'${n}' for n in range(1, len(FIELDS) + 1))})",
                     *row.values(),
                 )
-            names = query.rendered.names
-            return await self.connection.fetch(query.rendered.sql, *[params[n] for n in names])
+            records = await self.connection.fetch(query.sql, *query.arguments(params))
+            return [query.from_record(record) for record in records]
         finally:
             await transaction.rollback()
 
@@ -165,8 +169,8 @@ def test_postgresql_renders_a_task_as_the_response_model_does(
 ) -> None:
     params = {"owner_id": row["user_id"], "task_id": row["id"]}
     [rendered] = postgres.rendered(service.GET_TASK, params, [row])
-    assert rendered["id"] == row["id"]
-    assert rendered["json"] == TASK.dump_json(TASK.validate_python(row))
+    assert rendered.id == row["id"]
+    assert rendered.json == TASK.dump_json(TASK.validate_python(row))
 
 
 @settings(max_examples=50, deadline=None)
@@ -181,8 +185,8 @@ def test_postgresql_renders_a_page_as_the_response_model_does(
     assert page_json(rendered) == TASKS.dump_json(TASKS.validate_python(in_order))
 
 
-def test_every_task_query_has_a_rendered_variant_of_the_same_shape() -> None:
-    """Elsewhere (SQLite) the rendered variant runs the generic statement and shapes it."""
+def test_every_task_query_returns_rendered_tasks_on_both_backends() -> None:
+    """PostgreSQL renders the rows in its SQL; SQLite's columns are rendered by orjson."""
     queries = [
         service.GET_TASK,
         service.CREATE_TASK,
@@ -190,7 +194,7 @@ def test_every_task_query_has_a_rendered_variant_of_the_same_shape() -> None:
     ]
     queries += [service.list_statement(*flags) for flags in [(True, True, True), (False,) * 3]]
     for query in queries:
-        assert query.rendered is not None
-        assert query.rendered.statement is query.statement
-        assert query.rendered.shape is rendered_row
-        assert "tasks.id, convert_to(" in query.rendered.sql  # PostgreSQL renders the rows
+        assert query.from_columns is rendered_from_columns
+        assert query.from_record is rendered_from_record
+        assert "tasks.id, convert_to(" in query.sql  # PostgreSQL renders the rows
+        assert "convert_to(" not in str(query.statement)  # SQLite returns the columns

@@ -1,0 +1,36 @@
+"""What the service asks of a database backend, whichever it is."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol, TypeVar
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from taskapi.db.query import Params, Query
+
+R = TypeVar("R")
+
+
+class Connection(Protocol):
+    """Runs queries inside a backend's transaction."""
+
+    async def fetch_one(self, query: Query[R], params: Params) -> R | None: ...
+
+    async def fetch_all(self, query: Query[R], params: Params) -> list[R]: ...
+
+
+class Database(Protocol):
+    """A backend: hands out connections whose work commits when their context exits
+    normally and rolls back when it exits with an error.
+
+    `retry_after` is the `Retry-After` of the 503 its driver failures become."""
+
+    engine: AsyncEngine
+    retry_after: int
+
+    def session(self) -> AbstractAsyncContextManager[Connection]: ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...
