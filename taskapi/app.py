@@ -76,9 +76,9 @@ class JSONErrorCORSMiddleware(CORSMiddleware):
         return error_response(response.status_code, "CORS_REJECTED", detail, kept)
 
 
-# Measured: with CPython's default thresholds, cyclic-GC pauses put the p99 at ~6x the
-# median under load (85 ms against 12 ms); moving what start-up allocated out of the
-# collector's sight and collecting the young generation less often brings it to ~25 ms.
+# With CPython's default thresholds, cyclic-GC pauses stretch the p99 under load to several
+# times the median; moving what start-up allocated out of the collector's sight and
+# collecting the young generation less often shortens them (docs/design.md, "Tail latency").
 GC_GEN0_THRESHOLD = 50_000
 
 

@@ -162,15 +162,17 @@ _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 def allowed_methods(request: Request) -> str:
     """Every method the path answers to (Starlette names only the first matching route's)."""
-    allowed = [
+    allowed = {
         method
         for method in _METHODS
         if any(
             route.matches({**request.scope, "method": method})[0] == Match.FULL
             for route in request.app.router.routes
         )
-    ]
-    return ", ".join(allowed)
+    }
+    if "GET" in allowed:
+        allowed.add("HEAD")  # the edge answers HEAD wherever GET is answered
+    return ", ".join(sorted(allowed))
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -82,6 +82,11 @@ class EdgeMiddleware:
             scope = dict(scope)
             scope["path"] = path.rstrip("/") or "/"
             scope["raw_path"] = scope["path"].encode()
+        if scope["method"] == "HEAD":
+            # HEAD is GET without the body (RFC 9110 9.3.2), wherever GET is answered.
+            scope = dict(scope)
+            scope["method"] = "GET"
+            send = _without_body(send)
 
         if scope["method"] in _BODY_METHODS:
             declared = 0
@@ -148,6 +153,20 @@ class EdgeMiddleware:
             return replaying(disconnect, receive)
         body = b"".join(chunks)
         return replaying({"type": "http.request", "body": body, "more_body": False}, receive)
+
+
+def _without_body(send: Send) -> Send:
+    """A send that passes the response's start (its headers, `Content-Length` included) and
+    drops the body."""
+
+    async def send_head(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            if not message.get("more_body", False):
+                await send({"type": "http.response.body", "body": b""})
+            return
+        await send(message)
+
+    return send_head
 
 
 def replaying(message: Message, receive: Receive) -> Receive:

@@ -107,9 +107,9 @@ class PostgresDatabase:
       connection is replaced on its next use (`_generation`), so the service recovers by
       itself.
 
-    Not asyncpg's `Pool`: measured on this service, its acquire and release (a task per
-    release, timeouts, a reset query) cost more CPU than the rest of a GET request, and its
-    wait is not first-come first-served (a p99 of 160 ms against a median of 5 ms).
+    Not asyncpg's `Pool`: its acquire and release (a task per release, timeouts, a reset
+    query) cost more CPU than the rest of a GET request, and its wait is not first-come
+    first-served, which stretches the tail (docs/design.md, "Database connections").
     Checking a connection out and in here is a counter (or, when it must wait, one future
     and one timer) and a deque operation.
     """

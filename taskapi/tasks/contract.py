@@ -21,6 +21,14 @@ MAX_CURSOR_LENGTH = 64
 QueryItems = Sequence[tuple[str, str]]
 
 
+def plain_digits(value: object) -> object:
+    """Only plain decimal digits are ids and page sizes: not `1_0`, `+1`, ` 1` or `1.0`,
+    all of which a lax integer parser would read (as 10, 1, 1 and 1)."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be a whole number written in plain decimal digits")
+    return value
+
+
 class InvalidCursorError(APIError):
     status_code = 422
     code = "VALIDATION_ERROR"

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
+from pydantic import BeforeValidator
 
 from taskapi.auth.dependencies import CurrentUser
 from taskapi.db import Session, UnitOfWorkRoute
@@ -21,6 +22,7 @@ from taskapi.tasks.contract import (
     Cursor,
     TaskFilter,
     is_json_content_type,
+    plain_digits,
 )
 from taskapi.tasks.operations import ReplyResponse
 from taskapi.tasks.schemas import Priority, TaskCreate, TaskRead, TaskUpdate
@@ -45,7 +47,9 @@ BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     415: _error("Request body is not JSON"),
 }
 
-TaskId = Annotated[int, Path(ge=1, le=MAX_TASK_ID, description="The task's id")]
+TaskId = Annotated[
+    int, Path(ge=1, le=MAX_TASK_ID, description="The task's id"), BeforeValidator(plain_digits)
+]
 
 
 async def require_json(request: Request) -> None:
@@ -78,9 +82,11 @@ async def list_tasks(
     user: CurrentUser,
     completed: Annotated[bool | None, Query(description="Only (un)completed tasks")] = None,
     priority: Annotated[Priority | None, Query(description="Only this priority")] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size")] = (
-        DEFAULT_PAGE_SIZE
-    ),
+    limit: Annotated[
+        int,
+        Query(ge=1, le=MAX_PAGE_SIZE, description="Page size"),
+        BeforeValidator(plain_digits),
+    ] = DEFAULT_PAGE_SIZE,
     cursor: Annotated[
         str | None,
         Query(max_length=MAX_CURSOR_LENGTH, description="Opaque; from the previous page's Link"),

@@ -186,6 +186,13 @@ async def test_list_filters_by_completed_and_priority(client: httpx.AsyncClient)
         "?limit=x",
         "?cursor=not-a-cursor",
         "?cursor=" + "A" * 65,
+        # Only plain decimal digits are page sizes (Python's int() would take all these).
+        "?limit=5.0",
+        "?limit=1_0",
+        "?limit=+5",
+        "?limit=%205",
+        "?limit=5%20",
+        "?limit=%EF%BC%95",  # a full-width digit five
     ],
 )
 async def test_bad_query_values_are_422(client: httpx.AsyncClient, query: str) -> None:
@@ -285,8 +292,26 @@ async def test_due_dates_are_stored_and_returned_in_utc(
     assert fetched["due_date"] == stored
 
 
-@pytest.mark.parametrize("task_id", ["0", "-1", "abc", "1.5", str(2**63), str(2**64 + 5)])
+@pytest.mark.parametrize(
+    "task_id",
+    [
+        "0",
+        "-1",
+        "abc",
+        "1.5",
+        str(2**63),
+        str(2**64 + 5),
+        # Only plain decimal digits are ids: none of these is task 1 or 10.
+        "1_0",
+        "+1",
+        "%201",
+        "1%20",
+        "1.0",
+        "%EF%BC%91",  # a full-width digit one
+    ],
+)
 async def test_bad_path_ids_are_422(client: httpx.AsyncClient, task_id: str) -> None:
+    await create(client, title="task one")  # so that a loose reading would find a task
     for method in ("GET", "PUT", "DELETE"):
         response = await client.request(
             method,
@@ -377,3 +402,36 @@ async def test_a_body_declared_as_something_else_is_415(
     response = await client.post(TASKS, content=b'{"title": "x"}', headers=headers)
     assert response.status_code == 415
     assert response.json()["code"] == "UNSUPPORTED_MEDIA_TYPE"
+
+
+async def test_head_answers_every_get_route_with_its_headers_and_no_body(
+    client: httpx.AsyncClient,
+) -> None:
+    """Load balancers' HEAD health checks, and RFC 9110: HEAD is GET without the body."""
+    task = await create(client, title="headed")
+    for path, headers in [
+        ("/health", {}),
+        ("/ready", {}),
+        (TASKS, ALICE),
+        (f"{TASKS}?limit=1", ALICE),
+        (f"{TASKS}/{task['id']}", ALICE),
+        ("/openapi.json", {}),
+    ]:
+        got = await client.get(path, headers=headers)
+        head = await client.head(path, headers=headers)
+        assert head.status_code == got.status_code == 200, (path, head.status_code)
+        assert head.content == b"", path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+        assert head.headers["content-length"] == got.headers["content-length"], path
+        assert head.headers.get("link") == got.headers.get("link"), path
+    missing = await client.head(f"{TASKS}/999999", headers=ALICE)
+    assert missing.status_code == 404
+    assert missing.content == b""
+
+
+async def test_head_is_not_allowed_where_get_is_not(client: httpx.AsyncClient) -> None:
+    response = await client.head("/api/v1/nothing-here")
+    assert response.status_code == 404
+    allowed = await client.request("PATCH", f"{TASKS}/1", headers=ALICE)
+    assert allowed.status_code == 405
+    assert "HEAD" in allowed.headers["allow"].split(", ")
