@@ -17,6 +17,7 @@ Usage::
         pg.stop()            # fast shutdown (backends send FATAL 57P01)
         pg.start()           # waits until the server accepts connections
         pg.kill()            # SIGKILL the postmaster (crash; recovery on start)
+        pg.crash()           # SIGKILL every process of the cluster at once
         pg.restart()
 
 When the tests run as root, ``initdb``/``postgres`` refuse to run, so every
@@ -510,6 +511,41 @@ class PrivateCluster:
         for f in [self.datadir / "postmaster.pid", *self.socket_dir.glob(".s.PGSQL.*")]:
             with contextlib.suppress(OSError):
                 f.unlink()
+
+    def crash(self, *, timeout: float = 30) -> list[int]:
+        """SIGKILL every process of the cluster at once; return their pids.
+
+        This is what an OOM kill of the server's cgroup or ``kill -9 -<pgid>`` does: no
+        process gets to write, flush or clean up anything. (``kill()`` SIGKILLs only the
+        postmaster, whose backends live on until they notice.) The postmaster runs in a
+        session of its own, so it and all its backends form one process group, signalled by
+        one ``killpg``; a process of the data directory outside that group (none is expected)
+        gets SIGKILL right after. The lock file and sockets stay behind as after a real crash;
+        the next ``start()`` runs crash recovery (WAL replay).
+
+        Unlike a power cut, the kernel's page cache survives: data PostgreSQL wrote but did
+        not fsync is not lost, so this proves what a crash of the server costs, not what
+        fsync protects against.
+        """
+        pid = self.postmaster_pid
+        if pid is None or not _pid_alive(pid):
+            raise PrivateClusterError("the cluster is not running")
+        pids = self._processes_in_datadir()
+        others = []
+        for p in pids:
+            with contextlib.suppress(ProcessLookupError):
+                if os.getpgid(p) != pid:
+                    others.append(p)
+        os.killpg(pid, signal.SIGKILL)
+        for p in others:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(p, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while self.is_running or self._processes_in_datadir():  # is_running reaps our child
+            if time.monotonic() > deadline:
+                raise PrivateClusterError(f"processes of the cluster survived SIGKILL: {pids}")
+            time.sleep(0.005)
+        return pids
 
     def _reap_orphans(self, timeout: float = 30) -> None:
         """Wait until no process (orphaned backend) has the data dir as cwd.
