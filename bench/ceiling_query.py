@@ -34,16 +34,19 @@ import collections
 import datetime as _dt
 import os
 import random
+from typing import Any
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 import orjson
+
+from bench.asgi import Receive, Scope, Send
 
 _SQL = (
     "SELECT id, title, description, completed, priority, due_date, user_id, "
     "created_at, updated_at FROM tasks WHERE id = $1"
 )
 _JSON = [(b"content-type", b"application/json")]
-_state: dict = {}
+_state: dict[str, Any] = {}
 
 
 def _dsn() -> str:
@@ -52,7 +55,7 @@ def _dsn() -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://")
 
 
-async def _no_reset(connection) -> None:
+async def _no_reset(connection: Any) -> None:
     return None
 
 
@@ -61,11 +64,11 @@ class _LeanPool:
     asyncpg connections, as the service does (here with a FIFO `asyncio.Semaphore`, not the
     service's own slots), without asyncpg's Pool machinery."""
 
-    def __init__(self, connections: list) -> None:
+    def __init__(self, connections: list[Any]) -> None:
         self._idle = collections.deque(connections)
         self._slots = asyncio.Semaphore(len(connections))
 
-    async def fetchrow(self, sql: str, *args):
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
         await self._slots.acquire()
         connection = self._idle.pop()
         try:
@@ -90,7 +93,7 @@ async def _startup() -> None:
     await _load_range(pool)
 
 
-async def _load_range(pool) -> None:
+async def _load_range(pool: Any) -> None:
     lo_env = os.environ.get("CEILING_ID_MIN")
     hi_env = os.environ.get("CEILING_ID_MAX")
     row = await pool.fetchrow("SELECT min(id) AS lo, max(id) AS hi FROM tasks")
@@ -100,13 +103,13 @@ async def _load_range(pool) -> None:
     _state["lo"], _state["hi"] = lo, hi
 
 
-def _default(obj):
+def _default(obj: object) -> str:
     if isinstance(obj, (_dt.datetime, _dt.date)):
         return obj.isoformat()
     raise TypeError
 
 
-async def _send_json(send, status: int, body: bytes) -> None:
+async def _send_json(send: Send, status: int, body: bytes) -> None:
     await send(
         {
             "type": "http.response.start",
@@ -117,7 +120,7 @@ async def _send_json(send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def app(scope, receive, send):
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         while True:
             message = await receive()

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import orjson
 
+from bench.asgi import Receive, Scope, Send
+
 _TASK = {
     "id": 1,
     "title": "Write the quarterly report",
@@ -35,7 +37,7 @@ _START = {"type": "http.response.start", "status": 200, "headers": _HEADERS}
 _MSG = {"type": "http.response.body", "body": _BODY}
 
 
-async def app(scope, receive, send):
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         while True:
             message = await receive()

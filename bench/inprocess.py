@@ -72,7 +72,7 @@ def _scope(path: str, token: str) -> dict[str, Any]:
 
 
 async def _measure(app: Any, token: str, n: int, repeat: int) -> float:
-    import asyncpg.connection  # type: ignore[import-untyped]
+    import asyncpg.connection
 
     asyncpg.connection.Connection.fetchrow = _fetchrow
     sent: list[dict[str, Any]] = []

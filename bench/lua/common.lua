@@ -41,6 +41,10 @@ function M.user()
   return users[math.random(#users)]
 end
 
+function M.first_user()
+  return users[1]
+end
+
 function M.user_with_ids()
   for _ = 1, 20 do
     local u = users[math.random(#users)]
@@ -92,6 +96,11 @@ function M.update()
 end
 
 -- wrk hooks --------------------------------------------------------------
+--
+-- A workload script loads this file and hands its request function to
+-- M.workload, which sets wrk's global hooks:
+--     local c = dofile((os.getenv("BENCH_LUA_DIR") or "bench/lua") .. "/common.lua")
+--     c.workload(c.get_by_id)
 
 local threads = {}
 local nthreads = 0
@@ -139,6 +148,15 @@ function M.done(summary, latency, requests)
     latency:percentile(99), latency:percentile(99.9), latency.max, latency.mean,
     e.connect, e.read, e.write, e.status, e.timeout,
     non2xx, table.concat(parts, ",")))
+end
+
+-- setup/init/response/done from this file, `request` the workload's own.
+function M.workload(request)
+  setup = M.setup
+  init = M.init
+  response = M.response
+  done = M.done
+  _G.request = request
 end
 
 return M

@@ -1,8 +1,3 @@
 -- wrk script: get_by_id workload (see common.lua for the data file format)
-local dir = os.getenv("BENCH_LUA_DIR") or "bench/lua"
-local c = dofile(dir .. "/common.lua")
-setup = c.setup
-init = c.init
-response = c.response
-done = c.done
-request = c.get_by_id
+local c = dofile((os.getenv("BENCH_LUA_DIR") or "bench/lua") .. "/common.lua")
+c.workload(c.get_by_id)

@@ -1,8 +1,3 @@
 -- wrk script: update workload (see common.lua for the data file format)
-local dir = os.getenv("BENCH_LUA_DIR") or "bench/lua"
-local c = dofile(dir .. "/common.lua")
-setup = c.setup
-init = c.init
-response = c.response
-done = c.done
-request = c.update
+local c = dofile((os.getenv("BENCH_LUA_DIR") or "bench/lua") .. "/common.lua")
+c.workload(c.update)

@@ -1,0 +1,124 @@
+"""The run: which phases, in which order, with which servers (`bench/run.py` calls `main`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.ceilings import measure_ceilings, measure_floor, run_ceilings_only, start_ceilings
+from bench.core import DATA, LOGS, SERVER_FLAGS
+from bench.database import prepare_db
+from bench.options import Options, parse_options
+from bench.processes import cleanup, install_cleanup
+from bench.profiling import profile, soak
+from bench.report import print_against_floor, print_table, print_worker_rss
+from bench.scale import run_scale
+from bench.seeding import seed_via_api, write_tokens
+from bench.servers import Server, server_env, start_all, uvicorn_command
+from bench.workloads import run_workloads, sweep_service
+from bench.wrk import WrkResult
+
+
+def _print_header(opts: Options) -> None:
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+    print(
+        f"machine: {os.cpu_count()} CPUs; python {sys.version.split()[0]}; "
+        f"{wrk_version.splitlines()[0]}"
+    )
+    print(
+        f"server flags (all servers): uvicorn {' '.join(SERVER_FLAGS)} --workers 1; "
+        f"wrk -t1 -c32 -d{opts.duration:g}s --latency --timeout 5s"
+    )
+
+
+def _run_prod(
+    opts: Options, env: dict[str, str], data: Path, ceilings: list[WrkResult], db_url: str
+) -> None:
+    """--prod: the workloads against the production command (2 workers by default)."""
+    prod_cmd = opts.prod_cmd.split() if opts.prod_cmd else uvicorn_command(opts.app, 2, "{port}")
+    prod = Server("service_prod", opts.app, env, workers=2, extra_cmd=prod_cmd)
+    start_all(prod)
+    rows = run_workloads(prod, data, opts.duration, db_url, label_prefix="prod ")
+    rs, rq, rl = ceilings
+    print_table(
+        f"production command: {' '.join(prod_cmd)}", [*ceilings, *rows], rs.rps, rq.rps, rl.rps
+    )
+    prod.stop()
+
+
+def _run_service(opts: Options) -> None:
+    """Seed through the service, measure the ceilings, the workloads and the floor, then
+    the options that need the service running (--prod, --sweep, --soak, --profile)."""
+    prepare_db(opts, opts.db)
+    db_url = opts.database_url(opts.db)
+    env = server_env(opts, opts.db)
+    service = Server("service", opts.app, env)
+    start_all(service)
+    users, tokens = seed_via_api(service, opts.users, opts.tasks_per_user, opts.seed_seconds)
+    data = DATA / "tokens.tsv"
+    write_tokens(data, users, tokens)
+    st, qy, ql = start_ceilings(opts, opts.db)
+    rs, rq, rl = measure_ceilings(st, qy, ql, data, opts.duration)
+    st.stop()
+    ql.stop()
+    rows = run_workloads(service, data, opts.duration, db_url)
+    floor_rows = measure_floor(opts, opts.db, data, opts.duration)
+    print_table(
+        f"service {opts.app} (1 worker) vs ceilings; schema: alembic; "
+        f"{opts.users} users, {sum(map(len, users.values()))} seeded tasks",
+        [rs, rq, rl, *rows, *floor_rows],
+        rs.rps,
+        rq.rps,
+        rl.rps,
+    )
+    print_against_floor(rows, floor_rows)
+    print_worker_rss(service)
+
+    if opts.prod:
+        service.stop()  # leave the CPUs to the production instance
+        _run_prod(opts, env, data, [rs, rq, rl], db_url)
+        start_all(service)
+    if opts.sweep:
+        print_table(
+            "connection sweep (service 1 worker; one-query ceiling for reference)",
+            sweep_service(service, qy, data, opts.duration),
+            rs.rps,
+            rq.rps,
+        )
+    qy.stop()
+    if opts.soak:
+        soak(service, data, opts.soak, opts.rss_interval)
+    if opts.profile:
+        profile(service, data, max(10, int(opts.duration)))
+    service.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    opts = parse_options(argv)
+    if not shutil.which("wrk"):
+        print(
+            "wrk is not installed. Install it with:\n    apt-get update && apt-get install -y wrk",
+            file=sys.stderr,
+        )
+        return 2
+    install_cleanup()
+    DATA.mkdir(parents=True, exist_ok=True)
+    (LOGS / "wrk.log").unlink(missing_ok=True)
+    _print_header(opts)
+    try:
+        if opts.ceilings_only:
+            run_ceilings_only(opts)
+            return 0
+        if opts.scale:
+            run_scale(opts)
+            cleanup()
+            if not (opts.sweep or opts.soak or opts.profile):
+                return 0
+        _run_service(opts)
+        return 0
+    finally:
+        cleanup()

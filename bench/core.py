@@ -1,0 +1,22 @@
+"""Paths, constants and the log line that every part of the runner shares."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+DATA = BENCH / ".data"
+LOGS = DATA / "logs"
+LUA = BENCH / "lua"
+VENV_BIN = Path(sys.executable).parent
+
+JWT_SECRET = "bench-secret-0123456789abcdef0123456789abcdef"  # >= 32 chars, bench only
+API = "/api/v1/tasks"
+SERVER_FLAGS = ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)

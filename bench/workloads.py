@@ -1,0 +1,37 @@
+"""The service's workloads (bench/lua/<workload>.lua), one wrk run each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench.database import settle
+from bench.processes import check_quiet
+from bench.servers import Server
+from bench.wrk import WrkResult, sweep, warm_then_measure, wrk
+
+WORKLOADS = ["get_by_id", "list", "create", "update", "mix"]
+
+
+def run_workloads(
+    server: Server, data: Path, dur: float, db: str, label_prefix: str = ""
+) -> list[WrkResult]:
+    """Each workload once, each from a settled database (`db`, its URL)."""
+    check_quiet(f"before {server.name} workloads")
+    wrk("warmup", server.url, "get_by_id", data, 3, quiet=True)
+    wrk("warmup", server.url, "mix", data, 2, quiet=True)
+    rows = []
+    for w in WORKLOADS:
+        settle(db)
+        # the warm-up runs past the checkpoint
+        rows.append(warm_then_measure(f"{label_prefix}{w}", server.url, w, data, dur))
+    return rows
+
+
+def sweep_service(service: Server, qy: Server, data: Path, dur: float) -> list[WrkResult]:
+    """GET by id and the mix at each connection count, the one-query ceiling for reference."""
+    targets = [
+        ("one-query ceiling", qy.url, "get_by_id"),
+        ("get_by_id", service.url, "get_by_id"),
+        ("mix", service.url, "mix"),
+    ]
+    return sweep(targets, data, dur)
