@@ -23,6 +23,9 @@ LOCK_TIMEOUT = "5s"  # a deploy's migration never queues behind a long lock
 def _run(connection: Connection) -> None:
     if connection.dialect.name == "postgresql":
         connection.execute(text(f"SET lock_timeout = '{LOCK_TIMEOUT}'"))
+        # For the session; and committed, so that Alembic owns the migrations' transaction
+        # (which `autocommit_block`, for CREATE INDEX CONCURRENTLY, needs).
+        connection.commit()
     context.configure(
         connection=connection,
         target_metadata=metadata,

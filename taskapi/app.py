@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI
@@ -28,6 +31,8 @@ from taskapi.ratelimit import RateLimits, build_rate_limits
 from taskapi.requestctx import RESPONSE_HEADERS_KEY
 from taskapi.services import Services
 from taskapi.tasks.fastpath import TasksFastPath
+from taskapi.tasks.maintenance import purge_forever
+from taskapi.tasks.operations import SyncPolicy
 from taskapi.tasks.router import router as tasks_router
 from taskapi.users.service import UserProvisioner
 
@@ -44,6 +49,8 @@ EXPOSED_HEADERS = [
     "X-Request-ID",
     "RateLimit",
     "RateLimit-Policy",
+    "ETag",
+    "Idempotent-Replayed",
 ]
 
 
@@ -96,6 +103,11 @@ def _lifespan(settings: Settings) -> Any:
         database: Database = await open_database(settings)
         jwks: JWKSCache | None = None
         limits: RateLimits | None = None
+        purger: asyncio.Task[None] | None = None
+        sync = SyncPolicy(
+            idempotency_ttl=timedelta(hours=settings.idempotency_ttl_hours),
+            tombstone_retention=timedelta(days=settings.tombstone_retention_days),
+        )
         try:
             if settings.jwks_url:
                 jwks = JWKSCache(
@@ -120,12 +132,20 @@ def _lifespan(settings: Settings) -> Any:
                     limits,
                     UserProvisioner(settings.user_cache_size),
                 ),
+                sync=sync,
+            )
+            purger = asyncio.create_task(
+                purge_forever(database, sync, settings.purge_interval_seconds)
             )
             app.state.engine = database.engine  # SQLAlchemy, for admin tasks and tests
             app.state.jwks = jwks
             _tune_garbage_collector()
             yield
         finally:
+            if purger is not None:
+                purger.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purger
             app.services = None
             if limits is not None:
                 await limits.aclose()
@@ -188,8 +208,15 @@ def _outer_layers(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
         layers = JSONErrorCORSMiddleware(
             layers,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-Request-ID",
+                "If-Match",
+                "If-None-Match",
+                "Idempotency-Key",
+            ],
             expose_headers=EXPOSED_HEADERS,
             max_age=600,
         )

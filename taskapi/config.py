@@ -88,6 +88,10 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=65_536, ge=1024, le=10 * 1024 * 1024)
 
+    idempotency_ttl_hours: float = Field(default=24.0, gt=0, le=24 * 30)
+    tombstone_retention_days: float = Field(default=30.0, gt=0, le=3650)
+    purge_interval_seconds: float = Field(default=600.0, ge=1, le=86_400)
+
     rate_limit_enabled: bool = True
     rate_limit_per_minute: int = Field(default=600, ge=1)
     rate_limit_burst: int = Field(default=100, ge=1)

@@ -44,6 +44,33 @@ class TaskNotFoundError(APIError):
     detail = "Task not found or you don't have permission to access it"
 
 
+class PreconditionFailedError(APIError):
+    status_code = 412
+    code = "PRECONDITION_FAILED"
+    detail = "The task has changed: If-Match does not name its current ETag"
+
+
+class IdempotencyKeyReusedError(APIError):
+    status_code = 422
+    code = "IDEMPOTENCY_KEY_REUSED"
+    detail = "This Idempotency-Key was used with a different request body"
+
+
+class IdempotencyKeyInUseError(APIError):
+    status_code = 409
+    code = "IDEMPOTENCY_KEY_IN_USE"
+    detail = "A request with this Idempotency-Key is still being processed; retry later"
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "1"})
+
+
+class SyncTokenExpiredError(APIError):
+    status_code = 410
+    code = "SYNC_TOKEN_EXPIRED"
+    detail = "The sync token is older than the deletions kept; sync again without `since`"
+
+
 class AuthenticationError(APIError):
     """A 401; carries `WWW-Authenticate: Bearer` as RFC 6750 asks."""
 

@@ -66,6 +66,10 @@ users = sa.Table(
     sa.Column("avatar_url", sa.String(AVATAR_URL_MAX), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    # The user's change counter: every write of one of the user's tasks takes the next value
+    # (`tasks.change_seq`, `task_tombstones.change_seq`) while holding this row's lock, so the
+    # user's changes commit in the order of their numbers (docs/design.md, "Syncing").
+    sa.Column("change_seq", sa.BigInteger(), nullable=False, server_default="0"),
 )
 
 tasks = sa.Table(
@@ -90,10 +94,53 @@ tasks = sa.Table(
     ),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("version", sa.BigInteger(), nullable=False, server_default="1"),
+    sa.Column("change_seq", sa.BigInteger(), nullable=False, server_default="0"),
     sa.CheckConstraint("priority IN ('low', 'medium', 'high')", name="priority"),
     # Keyset pagination per owner, alone or with one filter: each query is an index range scan.
     sa.Index("ix_tasks_user_id_id", "user_id", "id"),
     sa.Index("ix_tasks_user_id_completed_id", "user_id", "completed", "id"),
     sa.Index("ix_tasks_user_id_priority_id", "user_id", "priority", "id"),
+    # The change feed: the owner's changes after a position, in order.
+    sa.Index("ix_tasks_user_id_change_seq_id", "user_id", "change_seq", "id"),
     sqlite_autoincrement=True,  # never reuse a deleted task's id
+)
+
+# A deleted task, kept `TOMBSTONE_RETENTION_DAYS` so that the change feed reports it.
+task_tombstones = sa.Table(
+    "task_tombstones",
+    metadata,
+    sa.Column(
+        "user_id",
+        sa.String(USER_ID_MAX),
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("task_id", sa.BigInteger(), primary_key=True),
+    sa.Column("version", sa.BigInteger(), nullable=False),
+    sa.Column("change_seq", sa.BigInteger(), nullable=False),
+    sa.Column("deleted_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_task_tombstones_user_id_change_seq_task_id", "user_id", "change_seq", "task_id"),
+    sa.Index("ix_task_tombstones_deleted_at", "deleted_at"),
+)
+
+IDEMPOTENCY_KEY_MAX = 255
+
+# The first answer to a create sent with an `Idempotency-Key`, replayed to its retries.
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column(
+        "user_id",
+        sa.String(USER_ID_MAX),
+        sa.ForeignKey("users.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("key", sa.String(IDEMPOTENCY_KEY_MAX), primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("status", sa.Integer(), nullable=False),
+    sa.Column("task_id", sa.BigInteger(), nullable=False),
+    sa.Column("body", sa.LargeBinary(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_idempotency_keys_created_at", "created_at"),
 )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from taskapi.auth.dependencies import Authenticator
 from taskapi.config import Settings
 from taskapi.db import Database
+from taskapi.tasks.operations import SyncPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,3 +21,4 @@ class Services:
     settings: Settings
     db: Database
     authenticator: Authenticator
+    sync: SyncPolicy

@@ -19,6 +19,13 @@ class Connection(Protocol):
 
     async def fetch_all(self, query: Query[R], params: Params) -> list[R]: ...
 
+    async def begin(self) -> None:
+        """Run the rest of the work in one transaction (a no-op where it already is)."""
+
+    async def try_lock(self, key: int) -> bool:
+        """Take the lock named `key` until the transaction ends, if no one holds it."""
+        ...
+
 
 class Database(Protocol):
     """A backend: hands out connections whose work commits when their context exits

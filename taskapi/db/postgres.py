@@ -27,28 +27,11 @@ logger = logging.getLogger("taskapi.db")
 R = TypeVar("R")
 
 
-class PostgresConnection:
-    """Queries on one pooled asyncpg connection; each record becomes the query's type."""
-
-    __slots__ = ("connection",)
-
-    def __init__(self, connection: asyncpg.Connection) -> None:
-        self.connection = connection
-
-    async def fetch_one(self, query: Query[R], params: Params) -> R | None:
-        record = await self.connection.fetchrow(query.sql, *query.arguments(params))
-        return None if record is None else query.from_record(record)
-
-    async def fetch_all(self, query: Query[R], params: Params) -> list[R]:
-        records = await self.connection.fetch(query.sql, *query.arguments(params))
-        decode = query.from_record
-        return [decode(record) for record in records]
-
-
 class _PooledSession:
     """One request's connection: a transaction around it behind a transaction pooler, none
-    (autocommit) on a direct connection (`ResolvedURL.behind_transaction_pooler`). A class
-    rather than a generator-based context manager: this runs on every request."""
+    (autocommit) on a direct connection (`ResolvedURL.behind_transaction_pooler`) unless an
+    operation asks for one (`begin`). Each record becomes the query's type. A class rather
+    than a generator-based context manager: this runs on every request."""
 
     __slots__ = ("_connection", "_database", "_transaction")
 
@@ -56,17 +39,16 @@ class _PooledSession:
         self._database = database
         self._transaction: Any = None
 
-    async def __aenter__(self) -> PostgresConnection:
+    async def __aenter__(self) -> _PooledSession:
         database = self._database
         connection = self._connection = await database._checkout()
         if database._transactional:
             try:
-                self._transaction = connection.transaction()
-                await self._transaction.start()
+                await self.begin()
             except BaseException as error:
                 database._checkin(connection, error)
                 raise
-        return PostgresConnection(connection)
+        return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any
@@ -83,6 +65,32 @@ class _PooledSession:
             raise
         finally:
             self._database._checkin(self._connection, error)
+
+    async def fetch_one(self, query: Query[R], params: Params) -> R | None:
+        record = await self._connection.fetchrow(query.sql, *query.arguments(params))
+        return None if record is None else query.from_record(record)
+
+    async def fetch_all(self, query: Query[R], params: Params) -> list[R]:
+        records = await self._connection.fetch(query.sql, *query.arguments(params))
+        decode = query.from_record
+        return [decode(record) for record in records]
+
+    async def begin(self) -> None:
+        if self._transaction is None:
+            transaction = self._connection.transaction()
+            await transaction.start()
+            self._transaction = transaction
+
+    async def try_lock(self, key: int) -> bool:
+        await self.begin()
+        locked: bool = await self._connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", key)
+        return locked
+
+    async def execute(self, sql: str) -> None:
+        """Run a statement of the database's own (a health check)."""
+        await self._connection.execute(
+            sql, timeout=self._database._settings.db_connect_timeout_seconds
+        )
 
 
 # Connections idle longer than this are closed (checked every IDLE_CHECK_SECONDS), so an
@@ -231,8 +239,7 @@ class PostgresDatabase:
 
     async def ping(self) -> None:
         async with self.session() as session:
-            timeout = self._settings.db_connect_timeout_seconds
-            await session.connection.execute("SELECT 1", timeout=timeout)
+            await session.execute("SELECT 1")
 
     def pool_stats(self) -> dict[str, int]:
         """Open and idle connections (diagnostics; the pool tests read them)."""

@@ -47,6 +47,8 @@ class Query(Generic[R]):
     sql: str
     names: tuple[str, ...]
     from_record: Callable[[Any], R]
+    constants: Mapping[str, Any]
+    """The values of parameters the statement itself fixes (literals such as `+ 1`)."""
 
     @staticmethod
     def of(statement: Executable, postgres: Executable | None = None) -> Query[Row]:
@@ -65,8 +67,12 @@ class Query(Generic[R]):
         `from_record` (asyncpg's records of the `postgres` statement)."""
         compiled = postgres.compile(dialect=_POSTGRES)  # type: ignore[attr-defined]
         names = tuple(compiled.positiontup or ())
-        return Query(statement, from_columns, compiled.string, names, from_record)
+        constants = {name: bind.value for name, bind in compiled.binds.items() if not bind.required}
+        return Query(statement, from_columns, compiled.string, names, from_record, constants)
 
     def arguments(self, params: Params) -> Sequence[Any]:
-        """The positional arguments of `sql`."""
-        return [params[name] for name in self.names]
+        """The positional arguments of `sql`: `params` and the statement's constants."""
+        if not self.constants:
+            return [params[name] for name in self.names]
+        constants = self.constants
+        return [constants[name] if name in constants else params[name] for name in self.names]

@@ -16,12 +16,30 @@ R = TypeVar("R")
 
 
 class SQLAlchemyConnection:
-    """Queries on an SQLAlchemy connection: each row as a mapping, then the query's type."""
+    """Queries on an SQLAlchemy connection: each row as a mapping, then the query's type.
+    Always in a transaction (SQLAlchemy begins one with the first statement)."""
 
-    __slots__ = ("connection",)
+    __slots__ = ("_held", "_locks", "connection")
 
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: AsyncConnection, locks: set[int]) -> None:
         self.connection = connection
+        self._locks = locks
+        self._held: list[int] = []
+
+    async def begin(self) -> None:
+        pass
+
+    async def try_lock(self, key: int) -> bool:
+        """The lock within this process: SQLite is the embedded, single-process default."""
+        if key in self._locks:
+            return False
+        self._locks.add(key)
+        self._held.append(key)
+        return True
+
+    def release_locks(self) -> None:
+        for key in self._held:
+            self._locks.discard(key)
 
     async def fetch_one(self, query: Query[R], params: Params) -> R | None:
         rows = await self.fetch_all(query, params)
@@ -41,16 +59,21 @@ class SQLiteDatabase:
     def __init__(self, engine: AsyncEngine, *, retry_after: int) -> None:
         self.engine = engine
         self.retry_after = retry_after
+        self._locks: set[int] = set()
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[Connection]:
         async with self.engine.connect() as connection:
+            session = SQLAlchemyConnection(connection, self._locks)
             try:
-                yield SQLAlchemyConnection(connection)
+                yield session
             except BaseException:
                 await connection.rollback()
                 raise
-            await connection.commit()
+            else:
+                await connection.commit()
+            finally:
+                session.release_locks()
 
     async def ping(self) -> None:
         async with self.engine.connect() as connection:

@@ -67,6 +67,22 @@ class UnitOfWork:
         except Exception as error:
             self._raise(error)
 
+    async def begin(self) -> None:
+        """Run the rest of the work in one transaction: for an operation of several
+        statements (on a direct PostgreSQL connection each statement commits by itself)."""
+        try:
+            await (self._connection or await self._open()).begin()
+        except Exception as error:
+            self._raise(error)
+
+    async def try_lock(self, key: int) -> bool:
+        """Take the lock named `key` until the work ends, unless another request holds it
+        (then False, at once)."""
+        try:
+            return await (self._connection or await self._open()).try_lock(key)
+        except Exception as error:
+            self._raise(error)
+
     async def _open(self) -> Connection:
         context = self._database.session()
         self._connection = await context.__aenter__()

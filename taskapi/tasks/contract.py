@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
+import re
 from collections.abc import Sequence
 from typing import NamedTuple
 from urllib.parse import urlencode
@@ -89,3 +92,126 @@ def is_json_content_type(content_type: str | None) -> bool:
         return False
     main, _, sub = media_type.partition("/")
     return main == "application" and (sub == "json" or sub.endswith("+json"))
+
+
+# ---- versions and conditional requests (RFC 9110) ------------------------------------------
+
+MAX_ETAGS = 8
+"""The most entity tags one `If-Match` or `If-None-Match` may list."""
+MAX_PRECONDITION_LENGTH = 512
+_ENTITY_TAG = re.compile(r'\s*(W/)?"([0-9]{1,19})"\s*')
+
+
+def etag(version: int) -> bytes:
+    """The strong `ETag` of a task at `version`."""
+    return b'"%d"' % version
+
+
+class InvalidPreconditionError(APIError):
+    status_code = 422
+    code = "VALIDATION_ERROR"
+
+    def __init__(self, header: str) -> None:
+        super().__init__(
+            f'header.{header}: a list of at most {MAX_ETAGS} entity tags such as "3", or *'
+        )
+
+
+class EntityTags(NamedTuple):
+    """An `If-Match` or `If-None-Match` header: `*`, or versions (strong and weak)."""
+
+    any: bool
+    strong: tuple[int, ...]
+    weak: tuple[int, ...]
+
+    @staticmethod
+    def parse(header: str, value: str | None) -> EntityTags | None:
+        """The header's entity tags (None when absent); a malformed one is a 422."""
+        if value is None:
+            return None
+        if value.strip() == "*":
+            return EntityTags(True, (), ())
+        strong: list[int] = []
+        weak: list[int] = []
+        parts = value.split(",")
+        if len(parts) > MAX_ETAGS:
+            raise InvalidPreconditionError(header)
+        for part in parts:
+            match = _ENTITY_TAG.fullmatch(part)
+            if match is None:
+                raise InvalidPreconditionError(header)
+            (weak if match[1] else strong).append(int(match[2]))
+        return EntityTags(False, tuple(strong), tuple(weak))
+
+    def strong_match_versions(self) -> tuple[int, ...] | None:
+        """`If-Match`: the versions a write may apply to (strong comparison); None for `*`."""
+        return None if self.any else self.strong
+
+    def weak_match(self, version: int) -> bool:
+        """`If-None-Match`: whether `version` is named (weak comparison)."""
+        return self.any or version in self.strong or version in self.weak
+
+
+# ---- idempotent creates (IETF httpapi Idempotency-Key draft) -------------------------------
+
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+
+
+class InvalidIdempotencyKeyError(APIError):
+    status_code = 422
+    code = "VALIDATION_ERROR"
+    detail = "header.Idempotency-Key: 1 to 255 visible ASCII characters"
+
+
+def idempotency_key(value: str | None) -> str | None:
+    """The `Idempotency-Key` header's key (None when absent); a malformed one is a 422."""
+    if value is None:
+        return None
+    if _IDEMPOTENCY_KEY.fullmatch(value) is None:
+        raise InvalidIdempotencyKeyError()
+    return value
+
+
+# ---- the change feed's sync tokens ---------------------------------------------------------
+
+MAX_SYNC_TOKEN_LENGTH = 128
+_TOKEN = re.compile(r"c1\.([0-9]{1,19})\.([0-9]{1,19})\.([0-9]{1,12})\.([0-9a-f]{16})")
+
+
+class InvalidSyncTokenError(APIError):
+    status_code = 422
+    code = "VALIDATION_ERROR"
+    detail = "query.since: invalid sync token; use the `next` of an earlier answer"
+
+
+class SyncToken(NamedTuple):
+    """A position in one user's change feed: everything up to `(change_seq, id)` was sent,
+    as of `issued` (Unix seconds). Opaque to clients; bound to its user."""
+
+    change_seq: int
+    id: int
+    issued: int
+
+    def encode(self, owner_id: str) -> str:
+        text = f"c1.{self.change_seq}.{self.id}.{self.issued}.{_owner_tag(owner_id)}"
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    @staticmethod
+    def decode(token: str, owner_id: str) -> SyncToken:
+        """The token's position; a malformed token, or another user's, is a 422 that says
+        nothing more."""
+        try:
+            text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raise InvalidSyncTokenError() from None
+        match = _TOKEN.fullmatch(text)
+        if match is None or not hmac.compare_digest(match[4], _owner_tag(owner_id)):
+            raise InvalidSyncTokenError()
+        seq, last_id, issued = int(match[1]), int(match[2]), int(match[3])
+        if seq > MAX_TASK_ID or last_id > MAX_TASK_ID:
+            raise InvalidSyncTokenError()
+        return SyncToken(seq, last_id, issued)
+
+
+def _owner_tag(owner_id: str) -> str:
+    return hashlib.sha256(b"taskapi-sync:" + owner_id.encode()).hexdigest()[:16]

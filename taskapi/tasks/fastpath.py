@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 from urllib.parse import parse_qsl
 
 from pydantic import ValidationError
@@ -28,19 +28,25 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from taskapi.auth.dependencies import RequestContext
 from taskapi.db import UnitOfWork
-from taskapi.errors import exception_response
+from taskapi.errors import APIError, exception_response
 from taskapi.middleware import replaying
 from taskapi.services import Services
 from taskapi.tasks import operations
 from taskapi.tasks.contract import (
+    DEFAULT_PAGE_SIZE,
     MAX_CURSOR_LENGTH,
     MAX_PAGE_SIZE,
+    MAX_PRECONDITION_LENGTH,
+    MAX_SYNC_TOKEN_LENGTH,
     MAX_TASK_ID,
     PREFIX,
     Cursor,
+    EntityTags,
     InvalidCursorError,
+    InvalidPreconditionError,
     QueryItems,
     TaskFilter,
+    idempotency_key,
     is_json_content_type,
 )
 from taskapi.tasks.operations import Reply
@@ -81,6 +87,67 @@ def _list_filter(query: QueryItems) -> TaskFilter | None:
     return page if limit is None else page._replace(limit=limit)
 
 
+def _query(scope: Scope) -> list[tuple[str, str]]:
+    return parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+
+
+def _feed_query(query: QueryItems) -> tuple[str | None, int] | None:
+    """The change feed's `since` and `limit`, or None unless each is known, single and
+    well-formed (the token itself is checked by the operation, as on the route)."""
+    since: str | None = None
+    limit = DEFAULT_PAGE_SIZE
+    seen: set[str] = set()
+    for name, value in query:
+        if name in seen:
+            return None
+        seen.add(name)
+        if name == "since" and len(value) <= MAX_SYNC_TOKEN_LENGTH:
+            since = value
+        elif name == "limit" and _PAGE_SIZE.fullmatch(value) and int(value) <= MAX_PAGE_SIZE:
+            limit = int(value)
+        else:
+            return None
+    return since, limit
+
+
+class _Headers(NamedTuple):
+    """The request headers the task routes read (the first of each, as Starlette reads)."""
+
+    content_type: str | None
+    if_match: EntityTags | None
+    if_none_match: EntityTags | None
+    idempotency_key: str | None
+
+    @staticmethod
+    def of(scope: Scope) -> _Headers | None:
+        """The headers, or None unless each is well-formed (FastAPI answers the others)."""
+        found: dict[bytes, str] = {}
+        for name, value in scope["headers"]:
+            if name in _READ and name not in found:
+                found[name] = value.decode("latin-1")
+        if not found:
+            return _NO_HEADERS
+        try:
+            return _Headers(
+                found.get(b"content-type"),
+                _tags("If-Match", found.get(b"if-match")),
+                _tags("If-None-Match", found.get(b"if-none-match")),
+                idempotency_key(found.get(b"idempotency-key")),
+            )
+        except APIError:
+            return None
+
+
+_READ = frozenset({b"content-type", b"if-match", b"if-none-match", b"idempotency-key"})
+_NO_HEADERS = _Headers(None, None, None, None)
+
+
+def _tags(header: str, value: str | None) -> EntityTags | None:
+    if value is not None and len(value) > MAX_PRECONDITION_LENGTH:
+        raise InvalidPreconditionError(header)
+    return EntityTags.parse(header, value)
+
+
 class TasksFastPath:
     """Pure ASGI, inside the CORS and edge middleware, in front of FastAPI."""
 
@@ -99,42 +166,58 @@ class TasksFastPath:
         """The handler for a request this path can answer exactly as the route would."""
         rest: str = scope["path"][len(PREFIX) :]
         method: str = scope["method"]
+        headers = _Headers.of(scope)
+        if headers is None:
+            return None, receive
         if not rest:
             if method == "GET":
-                query = parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+                query = _query(scope)
                 page = _list_filter(query)
                 if page is None:
                     return None, receive
                 return (lambda work, sub: operations.list_tasks(work, sub, page, query)), receive
             if method == "POST":
-                create, receive = await self._body(scope, receive, TaskCreate)
+                create, receive = await self._body(headers, receive, TaskCreate)
                 if create is None:
                     return None, receive
-                return (lambda work, sub: operations.create_task(work, sub, create)), receive
+                key, sync = headers.idempotency_key, scope["app"].services.sync
+                return (
+                    lambda work, sub: operations.create_task(work, sub, create, key, sync)
+                ), receive
             return None, receive
+        if rest == "/changes" and method == "GET":
+            feed = _feed_query(_query(scope))
+            if feed is None:
+                return None, receive
+            since, limit = feed
+            sync = scope["app"].services.sync
+            return (
+                lambda work, sub: operations.task_changes(work, sub, since, limit, sync)
+            ), receive
         match = _TASK_PATH.fullmatch(rest)
         if match is None or (task_id := int(match[1])) > MAX_TASK_ID:
             return None, receive
         if method == "GET":
-            return (lambda work, sub: operations.get_task(work, sub, task_id)), receive
+            fresh = headers.if_none_match
+            return (lambda work, sub: operations.get_task(work, sub, task_id, fresh)), receive
+        if_match = headers.if_match
         if method == "DELETE":
-            return (lambda work, sub: operations.delete_task(work, sub, task_id)), receive
-        if method == "PUT":
-            update, receive = await self._body(scope, receive, TaskUpdate)
+            return (lambda work, sub: operations.delete_task(work, sub, task_id, if_match)), receive
+        if method in ("PUT", "PATCH"):
+            update, receive = await self._body(headers, receive, TaskUpdate)
             if update is None:
                 return None, receive
-            return (lambda work, sub: operations.update_task(work, sub, task_id, update)), receive
+            return (
+                lambda work, sub: operations.update_task(work, sub, task_id, update, if_match)
+            ), receive
         return None, receive
 
     @staticmethod
-    async def _body(scope: Scope, receive: Receive, model: type[M]) -> tuple[M | None, Receive]:
+    async def _body(
+        headers: _Headers, receive: Receive, model: type[M]
+    ) -> tuple[M | None, Receive]:
         """The body validated as `model`, or None; the returned receive replays it."""
-        content_type = None
-        for name, value in scope["headers"]:
-            if name == b"content-type":  # the first, as Starlette reads it
-                content_type = value.decode("latin-1")
-                break
-        if not is_json_content_type(content_type):
+        if not is_json_content_type(headers.content_type):
             return None, receive
         message = await receive()
         replay = replaying(message, receive)

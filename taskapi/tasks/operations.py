@@ -1,30 +1,48 @@
 """Every task operation, once: parsed inputs and the caller's id in, the reply out.
 
 Both request paths call these (the FastAPI routes in `router`, the fast path in
-`fastpath`); only their parsing differs. Each operation runs its statement in the
-request's unit of work, which commits before the reply is sent.
+`fastpath`); only their parsing differs. Each operation runs in the request's unit of work,
+which commits before the reply is sent.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import hashlib
+import time
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 from starlette.responses import Response
 
 from taskapi.db import UnitOfWork
-from taskapi.errors import TaskNotFoundError
+from taskapi.errors import (
+    IdempotencyKeyInUseError,
+    IdempotencyKeyReusedError,
+    PreconditionFailedError,
+    SyncTokenExpiredError,
+    TaskNotFoundError,
+)
 from taskapi.tasks import queries
-from taskapi.tasks.contract import QueryItems, TaskFilter, location, next_link
-from taskapi.tasks.render import page_json
+from taskapi.tasks.contract import (
+    EntityTags,
+    QueryItems,
+    SyncToken,
+    TaskFilter,
+    etag,
+    location,
+    next_link,
+)
+from taskapi.tasks.render import RenderedTask, page_json
 from taskapi.tasks.schemas import Priority, TaskCreate, TaskUpdate
 
 Header = tuple[bytes, bytes]
 _JSON = (b"content-type", b"application/json")
+_NO_BODY = frozenset({204, 304})
+_REPLAYED = (b"idempotent-replayed", b"true")
 
 
 class Reply(NamedTuple):
-    """An operation's answer: status, body (JSON, or empty for 204) and extra headers."""
+    """An operation's answer: status, body (JSON, or empty for 204/304) and extra headers."""
 
     status: int
     body: bytes = b""
@@ -32,7 +50,7 @@ class Reply(NamedTuple):
 
     def wire_headers(self) -> list[Header]:
         """Every header of the reply, as sent."""
-        if self.status == 204:
+        if self.status in _NO_BODY:
             return list(self.headers)
         return [*self.headers, _JSON, (b"content-length", str(len(self.body)).encode())]
 
@@ -47,12 +65,27 @@ class ReplyResponse(Response):
         self.raw_headers = reply.wire_headers()
 
 
-async def get_task(work: UnitOfWork, owner_id: str, task_id: int) -> Reply:
-    """One of the owner's tasks, or TASK_NOT_FOUND."""
+class SyncPolicy(NamedTuple):
+    """How long the sync features remember: idempotency keys, and deletions for the feed."""
+
+    idempotency_ttl: timedelta
+    tombstone_retention: timedelta
+
+
+def _task_reply(status: int, task: RenderedTask, *headers: Header) -> Reply:
+    return Reply(status, task.json, (*headers, (b"etag", etag(task.version))))
+
+
+async def get_task(
+    work: UnitOfWork, owner_id: str, task_id: int, if_none_match: EntityTags | None = None
+) -> Reply:
+    """One of the owner's tasks, or TASK_NOT_FOUND; 304 when `If-None-Match` names it."""
     task = await work.fetch_one(queries.GET_TASK, {"owner_id": owner_id, "task_id": task_id})
     if task is None:
         raise TaskNotFoundError()
-    return Reply(200, task.json)
+    if if_none_match is not None and if_none_match.weak_match(task.version):
+        return Reply(304, b"", ((b"etag", etag(task.version)),))
+    return _task_reply(200, task)
 
 
 async def list_tasks(work: UnitOfWork, owner_id: str, page: TaskFilter, query: QueryItems) -> Reply:
@@ -76,8 +109,59 @@ async def list_tasks(work: UnitOfWork, owner_id: str, page: TaskFilter, query: Q
     return Reply(200, page_json(rows), ((b"link", next_link(query, rows[-1].id).encode()),))
 
 
-async def create_task(work: UnitOfWork, owner_id: str, data: TaskCreate) -> Reply:
-    """Insert a task for the owner and return it, in one round trip."""
+async def create_task(
+    work: UnitOfWork,
+    owner_id: str,
+    data: TaskCreate,
+    key: str | None = None,
+    policy: SyncPolicy | None = None,
+) -> Reply:
+    """Insert a task for the owner and return it, in one round trip. With an
+    `Idempotency-Key`, the first answer is stored with the task (one transaction) and
+    replayed to every retry within the policy's time."""
+    if key is None:
+        return _created(await _insert(work, owner_id, data))
+    assert policy is not None
+    request_hash = hashlib.sha256(data.model_dump_json().encode()).hexdigest()
+    if not await work.try_lock(_lock_name(owner_id, key)):
+        raise IdempotencyKeyInUseError()
+    named = {"owner_id": owner_id, "key": key}
+    stored = await work.fetch_one(queries.GET_KEY, named)
+    now = datetime.now(UTC)
+    if stored is not None:
+        if stored["created_at"] > now - policy.idempotency_ttl:
+            if stored["request_hash"] != request_hash:
+                raise IdempotencyKeyReusedError()
+            return Reply(
+                stored["status"],
+                stored["body"],
+                (_location(stored["task_id"]), (b"etag", etag(1)), _REPLAYED),
+            )
+        await work.fetch_one(queries.DELETE_KEY, named)  # expired: the key is free again
+    task = await _insert(work, owner_id, data)
+    reply = _created(task)
+    record = {"request_hash": request_hash, "status": reply.status, "body": reply.body}
+    await work.fetch_one(
+        queries.STORE_KEY, {**named, **record, "task_id": task.id, "created_at": now}
+    )
+    return reply
+
+
+def _location(task_id: int) -> Header:
+    return (b"location", location(task_id).encode())
+
+
+def _lock_name(owner_id: str, key: str) -> int:
+    """A 63-bit lock name for one user's key (advisory locks are named by bigints)."""
+    digest = hashlib.sha256(f"{owner_id}\x00{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def _created(task: RenderedTask) -> Reply:
+    return _task_reply(201, task, _location(task.id))
+
+
+async def _insert(work: UnitOfWork, owner_id: str, data: TaskCreate) -> RenderedTask:
     now = datetime.now(UTC)
     values = {
         "title": data.title,
@@ -88,29 +172,102 @@ async def create_task(work: UnitOfWork, owner_id: str, data: TaskCreate) -> Repl
         "user_id": owner_id,
         "created_at": now,
         "updated_at": now,
+        "owner_id": owner_id,
     }
     task = await work.fetch_one(queries.CREATE_TASK, values)
     assert task is not None
-    return Reply(201, task.json, ((b"location", location(task.id).encode()),))
+    return task
 
 
-async def update_task(work: UnitOfWork, owner_id: str, task_id: int, data: TaskUpdate) -> Reply:
-    """Apply the fields sent (and advance updated_at) in one round trip, or TASK_NOT_FOUND."""
+async def update_task(
+    work: UnitOfWork,
+    owner_id: str,
+    task_id: int,
+    data: TaskUpdate,
+    if_match: EntityTags | None = None,
+) -> Reply:
+    """Apply the fields sent (and advance updated_at and the version) in one round trip,
+    when `If-Match` (if sent) names the task's version; else TASK_NOT_FOUND or
+    PRECONDITION_FAILED. PUT and PATCH (JSON Merge Patch) alike."""
     values = data.model_dump(exclude_unset=True)
     if isinstance(values.get("priority"), Priority):
         values["priority"] = values["priority"].value
     values["updated_at"] = datetime.now(UTC)
     params = {f"new_{name}": value for name, value in values.items()}
     params.update(owner_id=owner_id, task_id=task_id)
-    task = await work.fetch_one(queries.update_statement(frozenset(values)), params)
+    versions = await _expected(work, owner_id, task_id, if_match, params)
+    statement = queries.update_statement(frozenset(values), len(versions))
+    task = await work.fetch_one(statement, params)
     if task is None:
-        raise TaskNotFoundError()
-    return Reply(200, task.json)
+        raise await _why_not(work, owner_id, task_id)
+    return _task_reply(200, task)
 
 
-async def delete_task(work: UnitOfWork, owner_id: str, task_id: int) -> Reply:
-    """Delete one of the owner's tasks, or TASK_NOT_FOUND."""
-    deleted = await work.fetch_one(queries.DELETE_TASK, {"owner_id": owner_id, "task_id": task_id})
+async def delete_task(
+    work: UnitOfWork, owner_id: str, task_id: int, if_match: EntityTags | None = None
+) -> Reply:
+    """Delete one of the owner's tasks (leaving a tombstone for the change feed) when
+    `If-Match` (if sent) names its version; else TASK_NOT_FOUND or PRECONDITION_FAILED."""
+    params: dict[str, Any] = {"owner_id": owner_id, "task_id": task_id}
+    versions = await _expected(work, owner_id, task_id, if_match, params)
+    deleted = await work.fetch_one(queries.delete_statement(len(versions)), params)
     if deleted is None:
-        raise TaskNotFoundError()
+        raise await _why_not(work, owner_id, task_id)
     return Reply(204)
+
+
+async def _expected(
+    work: UnitOfWork,
+    owner_id: str,
+    task_id: int,
+    if_match: EntityTags | None,
+    params: dict[str, Any],
+) -> tuple[int, ...]:
+    """The versions `If-Match` allows, bound into `params` (none: any version); an
+    `If-Match` that can match no version fails here, without a write."""
+    versions = () if if_match is None else if_match.strong_match_versions()
+    if versions is None:
+        return ()  # `If-Match: *`: any version of an existing task
+    if if_match is not None and not versions:  # only weak tags: never a strong match
+        raise await _why_not(work, owner_id, task_id)
+    for n, version in enumerate(versions):
+        params[f"if_version_{n}"] = version
+    return versions
+
+
+async def _why_not(work: UnitOfWork, owner_id: str, task_id: int) -> Exception:
+    """Why a conditional write wrote nothing: the task is not the owner's, or it changed."""
+    found = await work.fetch_one(queries.TASK_VERSION, {"owner_id": owner_id, "task_id": task_id})
+    return TaskNotFoundError() if found is None else PreconditionFailedError()
+
+
+async def task_changes(
+    work: UnitOfWork, owner_id: str, since: str | None, limit: int, policy: SyncPolicy
+) -> Reply:
+    """The owner's changes after a sync token, in the order they committed: each changed
+    task once, in its latest state, and a tombstone for each deleted one. Without a token,
+    every current task (no tombstones). `next` is the token to ask with next time."""
+    now = int(time.time())
+    params: dict[str, Any] = {"owner_id": owner_id, "page_size": limit + 1}
+    if since is None:
+        position = SyncToken(0, 0, now)
+        statement = queries.feed_statement(after=False, tombstones=False)
+    else:
+        position = SyncToken.decode(since, owner_id)
+        if position.issued < now - policy.tombstone_retention.total_seconds():
+            raise SyncTokenExpiredError()
+        params.update(after_seq=position.change_seq, after_id=position.id)
+        statement = queries.feed_statement(after=True, tombstones=True)
+    changes = await work.fetch_all(statement, params)
+    more = len(changes) > limit
+    if more:
+        changes = changes[:limit]
+    if changes:
+        position = SyncToken(changes[-1].change_seq, changes[-1].id, now)
+    token = position._replace(issued=now).encode(owner_id)
+    body = b'{"changes":[%s],"next":"%s","more":%s}' % (
+        b",".join([change.json for change in changes]),
+        token.encode(),
+        b"true" if more else b"false",
+    )
+    return Reply(200, body)

@@ -4,20 +4,40 @@ The owner filter is a bind parameter of the base statements below, so no query o
 can be written without it, and each statement's SQL is compiled once per process. Every
 query returning tasks returns them rendered (`RenderedTask`): as PostgreSQL builds them in
 its SQL, or as orjson builds them from SQLite's columns.
+
+Every write takes the owner's next change number (`users.change_seq`, under that row's
+lock) for the change feed, in the same statement on PostgreSQL (a data-modifying `WITH`),
+by a trigger on SQLite (migration 0002); a delete leaves a tombstone the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Select, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    CTE,
+    Select,
+    Table,
+    bindparam,
+    delete,
+    exists,
+    false,
+    func,
+    insert,
+    literal_column,
+    select,
+    true,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ColumnElement
 
 from taskapi.db import Query, Row
-from taskapi.models import tasks
+from taskapi.models import idempotency_keys, task_tombstones, tasks, users
 from taskapi.tasks.render import (
     RenderedTask,
     rendered_from_columns,
@@ -35,16 +55,21 @@ COLUMNS = (
     tasks.c.user_id,
     tasks.c.created_at,
     tasks.c.updated_at,
+    tasks.c.version,
 )
 
-# What PostgreSQL returns for a task: its id and its JSON document (taskapi.tasks.render).
-RENDERED = (tasks.c.id, task_json_sql(COLUMNS))
+# What PostgreSQL returns for a task: its id, its version and its JSON document.
+RENDERED = (tasks.c.id, tasks.c.version, task_json_sql(COLUMNS))
+MAX_ETAGS = 8
+"""The most entity tags of one `If-Match` that are compared (more is a 422)."""
 
 
-def _task_query(build: Callable[[Sequence[ColumnElement[Any]]], Executable]) -> Query[RenderedTask]:
-    """A query returning rendered tasks; `build` makes its statement for given columns."""
+def _task_query(
+    build: Callable[[Sequence[ColumnElement[Any]], bool], Executable],
+) -> Query[RenderedTask]:
+    """A query returning rendered tasks; `build(columns, postgres)` makes its statement."""
     return Query.shaped(
-        build(COLUMNS), rendered_from_columns, build(RENDERED), rendered_from_record
+        build(COLUMNS, False), rendered_from_columns, build(RENDERED, True), rendered_from_record
     )
 
 
@@ -57,8 +82,47 @@ def _owned_tasks(columns: Sequence[ColumnElement[Any]]) -> Select[Any]:
     return select(*columns).where(OWNED)
 
 
-GET_TASK = _task_query(lambda columns: _owned_tasks(columns).where(THIS_TASK))
-DELETE_TASK: Query[Row] = Query.of(delete(tasks).where(OWNED, THIS_TASK).returning(tasks.c.id))
+def _next_change() -> CTE:
+    """PostgreSQL: the owner's next change number, taken under the lock of the owner's row,
+    which its transaction holds until it commits: so the owner's changes commit in the
+    order of their numbers, and a feed that has seen number N has seen every change up to
+    N."""
+    return (
+        update(users)
+        .where(users.c.id == bindparam("owner_id"))
+        .values(change_seq=users.c.change_seq + 1)
+        .returning(users.c.change_seq)
+        .cte("next_change")
+    )
+
+
+def _changes_first(change: CTE) -> ColumnElement[bool]:
+    """A condition that makes PostgreSQL take the owner's change number (and its row lock)
+    before it touches a task row. Every write then locks the user's row before the task's:
+    one order, so two writes of one task never deadlock (the order of `WITH` parts among
+    themselves is otherwise unspecified)."""
+    return exists(select(change.c.change_seq))
+
+
+def _change_number(postgres: bool, change: CTE | None) -> ColumnElement[Any]:
+    """The change number a write sets: from the `WITH` on PostgreSQL; on SQLite (one writer
+    at a time) the owner's counter plus one, which a trigger then stores back."""
+    if postgres:
+        assert change is not None
+        return select(change.c.change_seq).scalar_subquery()
+    counter = select(users.c.change_seq + 1).where(users.c.id == bindparam("owner_id"))
+    return counter.scalar_subquery()
+
+
+def _expected_versions(count: int) -> ColumnElement[bool]:
+    """`If-Match`: the task's version is one of `count` bound versions (none: any)."""
+    if count == 0:
+        return true()
+    return tasks.c.version.in_([bindparam(f"if_version_{n}") for n in range(count)])
+
+
+GET_TASK = _task_query(lambda columns, _: _owned_tasks(columns).where(THIS_TASK))
+TASK_VERSION: Query[Row] = Query.of(select(tasks.c.version).where(OWNED, THIS_TASK))
 INSERTED = (
     "title",
     "description",
@@ -69,11 +133,17 @@ INSERTED = (
     "created_at",
     "updated_at",
 )
-CREATE_TASK = _task_query(
-    lambda columns: (
-        insert(tasks).values({name: bindparam(name) for name in INSERTED}).returning(*columns)
-    )
-)
+
+
+def _create(columns: Sequence[ColumnElement[Any]], postgres: bool) -> Executable:
+    change = _next_change() if postgres else None
+    values: dict[str, Any] = {name: bindparam(name) for name in INSERTED}
+    values["change_seq"] = _change_number(postgres, change)
+    statement = insert(tasks).values(values).returning(*columns)
+    return statement.add_cte(change) if change is not None else statement
+
+
+CREATE_TASK = _task_query(_create)
 UPDATABLE = ("title", "description", "completed", "priority", "due_date", "updated_at")
 
 
@@ -81,7 +151,7 @@ UPDATABLE = ("title", "description", "completed", "priority", "due_date", "updat
 def list_statement(completed: bool, priority: bool, after: bool) -> Query[RenderedTask]:
     """The page query for one combination of filters (8 at most, each compiled once)."""
 
-    def build(columns: Sequence[ColumnElement[Any]]) -> Select[Any]:
+    def build(columns: Sequence[ColumnElement[Any]], _: bool) -> Select[Any]:
         statement = _owned_tasks(columns)
         if completed:
             statement = statement.where(tasks.c.completed == bindparam("completed"))
@@ -95,9 +165,202 @@ def list_statement(completed: bool, priority: bool, after: bool) -> Query[Render
 
 
 @cache
-def update_statement(fields: frozenset[str]) -> Query[RenderedTask]:
-    """UPDATE .. RETURNING of the owner's task, setting exactly `fields`."""
-    values: dict[str, Any] = {n: bindparam(f"new_{n}") for n in UPDATABLE if n in fields}
-    return _task_query(
-        lambda columns: update(tasks).where(OWNED, THIS_TASK).values(**values).returning(*columns)
+def update_statement(fields: frozenset[str], if_versions: int = 0) -> Query[RenderedTask]:
+    """UPDATE .. RETURNING of the owner's task, setting exactly `fields`, when its version is
+    one of `if_versions` bound versions (0: whatever its version)."""
+
+    def build(columns: Sequence[ColumnElement[Any]], postgres: bool) -> Executable:
+        change = _next_change() if postgres else None
+        values: dict[str, Any] = {n: bindparam(f"new_{n}") for n in UPDATABLE if n in fields}
+        values["version"] = tasks.c.version + 1
+        values["change_seq"] = _change_number(postgres, change)
+        statement = update(tasks).where(OWNED, THIS_TASK, _expected_versions(if_versions))
+        if change is not None:
+            statement = statement.where(_changes_first(change)).add_cte(change)
+        return statement.values(**values).returning(*columns)
+
+    return _task_query(build)
+
+
+@cache
+def delete_statement(if_versions: int = 0) -> Query[Row]:
+    """DELETE of the owner's task (when its version is one of `if_versions` bound versions),
+    leaving a tombstone with the next change number; returns the deleted id."""
+    condition = (OWNED, THIS_TASK, _expected_versions(if_versions))
+    sqlite = delete(tasks).where(*condition).returning(tasks.c.id)  # the trigger: tombstone
+    change = _next_change()
+    gone = (
+        delete(tasks)
+        .where(*condition, _changes_first(change))
+        .returning(tasks.c.user_id, tasks.c.id, tasks.c.version)
+        .cte("gone")
     )
+    tombstone = (
+        insert(task_tombstones)
+        .from_select(
+            ["user_id", "task_id", "version", "change_seq", "deleted_at"],
+            select(
+                gone.c.user_id,
+                gone.c.id,
+                gone.c.version + 1,
+                change.c.change_seq,
+                func.now(),
+            ).select_from(gone.join(change, true())),
+        )
+        .returning(task_tombstones.c.task_id.label("id"))
+        .add_cte(change)
+        .add_cte(gone)
+    )
+    return Query.of(sqlite, postgres=tombstone)
+
+
+# ---- the change feed ----------------------------------------------------------------------
+
+
+def _feed(after: bool, tombstones: bool, postgres: bool) -> Select[Any]:
+    """The owner's tasks (and tombstones) after a position `(change_seq, id)`, in order."""
+    position = (tasks.c.change_seq, tasks.c.id)
+    if postgres:
+        task_columns: list[ColumnElement[Any]] = [
+            tasks.c.change_seq.label("change_seq"),
+            tasks.c.id.label("id"),
+            false().label("deleted"),
+            task_json_sql(COLUMNS),
+        ]
+    else:
+        task_columns = [
+            tasks.c.change_seq.label("change_seq"),
+            tasks.c.id.label("id"),
+            false().label("deleted"),
+            *[column for column in COLUMNS if column.name != "id"],
+        ]
+    live = select(*task_columns).where(OWNED)
+    if after:
+        live = live.where(_after(*position))
+    if not tombstones:
+        return live.order_by(tasks.c.change_seq, tasks.c.id).limit(bindparam("page_size"))
+    dead_columns: list[ColumnElement[Any]] = [
+        task_tombstones.c.change_seq.label("change_seq"),
+        task_tombstones.c.task_id.label("id"),
+        true().label("deleted"),
+    ]
+    if postgres:
+        document = (
+            'convert_to(\'{"id":\' || task_tombstones.task_id::text || \',"deleted":true,'
+            "\"version\":' || task_tombstones.version::text || '}', 'UTF8')"
+        )
+        dead_columns.append(literal_column(document).label("json"))
+    else:
+        dead_columns += [  # `live`'s columns in its order, where `version` comes last
+            literal_column("NULL").label(column.name)
+            for column in COLUMNS
+            if column.name not in ("id", "version")
+        ]
+        dead_columns.append(task_tombstones.c.version.label("version"))
+    dead = select(*dead_columns).where(task_tombstones.c.user_id == bindparam("owner_id"))
+    if after:
+        dead = dead.where(_after(task_tombstones.c.change_seq, task_tombstones.c.task_id))
+    both = union_all(live, dead).subquery("changes")
+    return select(both).order_by(both.c.change_seq, both.c.id).limit(bindparam("page_size"))
+
+
+def _after(seq: ColumnElement[Any], row_id: ColumnElement[Any]) -> ColumnElement[bool]:
+    """`(seq, id) > (:after_seq, :after_id)`, written so both backends use the index."""
+    return (seq > bindparam("after_seq")) | (
+        (seq == bindparam("after_seq")) & (row_id > bindparam("after_id"))
+    )
+
+
+class Change(NamedTuple):
+    """A change of the feed: its position, whether it is a deletion, and its JSON."""
+
+    change_seq: int
+    id: int
+    json: bytes
+
+
+def _change_from_columns(row: Row) -> Change:
+    if row["deleted"]:
+        document = b'{"id":%d,"deleted":true,"version":%d}' % (row["id"], row["version"])
+        return Change(row["change_seq"], row["id"], document)
+    task = {name: row[name] for name in _TASK_FIELDS}
+    return Change(row["change_seq"], row["id"], rendered_from_columns(task).json)
+
+
+_TASK_FIELDS = tuple(str(column.name) for column in COLUMNS)  # plain `str`, as orjson wants
+
+
+def _change_from_record(record: Any) -> Change:
+    change_seq, task_id, _, document = record
+    return Change(change_seq, task_id, document)
+
+
+@cache
+def feed_statement(after: bool, tombstones: bool) -> Query[Change]:
+    """The feed's page query: tasks (and, after a position, tombstones) in change order."""
+    return Query.shaped(
+        _feed(after, tombstones, False),
+        _change_from_columns,
+        _feed(after, tombstones, True),
+        _change_from_record,
+    )
+
+
+# ---- idempotency keys ---------------------------------------------------------------------
+
+_THIS_KEY = (
+    idempotency_keys.c.user_id == bindparam("owner_id"),
+    idempotency_keys.c.key == bindparam("key"),
+)
+GET_KEY: Query[Row] = Query.of(
+    select(
+        idempotency_keys.c.request_hash,
+        idempotency_keys.c.status,
+        idempotency_keys.c.task_id,
+        idempotency_keys.c.body,
+        idempotency_keys.c.created_at,
+    ).where(*_THIS_KEY)
+)
+DELETE_KEY: Query[Row] = Query.of(
+    delete(idempotency_keys).where(*_THIS_KEY).returning(idempotency_keys.c.key)
+)
+STORE_KEY: Query[Row] = Query.of(
+    insert(idempotency_keys)
+    .values(
+        {
+            name: bindparam(name if name != "user_id" else "owner_id")
+            for name in (
+                "user_id",
+                "key",
+                "request_hash",
+                "status",
+                "task_id",
+                "body",
+                "created_at",
+            )
+        }
+    )
+    .returning(idempotency_keys.c.key)
+)
+
+# ---- purging what has expired -------------------------------------------------------------
+
+PURGE_BATCH = 1000
+
+
+def _purge(table: Table, age: ColumnElement[Any], key: Sequence[ColumnElement[Any]]) -> Query[Row]:
+    """Delete up to PURGE_BATCH rows older than `:cutoff`; returns a column of each."""
+    expired = select(*key).where(age < bindparam("cutoff")).limit(PURGE_BATCH)
+    return Query.of(delete(table).where(tuple_(*key).in_(expired)).returning(key[0]))
+
+
+PURGE_TOMBSTONES = _purge(
+    task_tombstones,
+    task_tombstones.c.deleted_at,
+    (task_tombstones.c.user_id, task_tombstones.c.task_id),
+)
+PURGE_KEYS = _purge(
+    idempotency_keys,
+    idempotency_keys.c.created_at,
+    (idempotency_keys.c.user_id, idempotency_keys.c.key),
+)

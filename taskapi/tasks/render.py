@@ -40,9 +40,10 @@ _JSON_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 
 class RenderedTask(NamedTuple):
-    """A task row as its id and its JSON document."""
+    """A task row as its id, its version and its JSON document."""
 
     id: int
+    version: int
     json: bytes
 
 
@@ -55,14 +56,14 @@ def task_json(row: Row) -> bytes:
 
 def rendered_from_columns(row: Row) -> RenderedTask:
     """A task row of columns (SQLite), rendered here."""
-    return RenderedTask(row["id"], task_json(row))
+    return RenderedTask(row["id"], row["version"], task_json(row))
 
 
 def rendered_from_record(record: Any) -> RenderedTask:
-    """A task row PostgreSQL rendered (`id, json`), taken by position: a third of the CPU of
-    reading a record by column name."""
-    task_id, document = record
-    return RenderedTask(task_id, document)
+    """A task row PostgreSQL rendered (`id, version, json`), taken by position: a third of
+    the CPU of reading a record by column name."""
+    task_id, version, document = record
+    return RenderedTask(task_id, version, document)
 
 
 def page_json(rows: Sequence[RenderedTask]) -> bytes:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BeforeValidator
+from pydantic import BaseModel, BeforeValidator, Field
 
 from taskapi.auth.dependencies import CurrentUser
 from taskapi.db import Session, UnitOfWorkRoute
@@ -17,10 +17,14 @@ from taskapi.tasks.contract import (
     DEFAULT_PAGE_SIZE,
     MAX_CURSOR_LENGTH,
     MAX_PAGE_SIZE,
+    MAX_PRECONDITION_LENGTH,
+    MAX_SYNC_TOKEN_LENGTH,
     MAX_TASK_ID,
     PREFIX,
     Cursor,
+    EntityTags,
     TaskFilter,
+    idempotency_key,
     is_json_content_type,
     plain_digits,
 )
@@ -46,6 +50,28 @@ BODY_ERRORS: dict[int | str, dict[str, Any]] = {
     413: _error("Request body larger than the configured limit"),
     415: _error("Request body is not JSON"),
 }
+PRECONDITION: dict[int | str, dict[str, Any]] = {
+    412: _error("`If-Match` does not name the task's current `ETag`: nothing was changed"),
+}
+ETAG_HEADER = {
+    "ETag": {"description": 'The task\'s version, e.g. `"3"`', "schema": {"type": "string"}}
+}
+
+
+def _task_response(description: str, **headers: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "headers": {**ETAG_HEADER, **headers}}
+
+
+IfMatch = Annotated[
+    str | None,
+    Header(
+        max_length=MAX_PRECONDITION_LENGTH,
+        description=(
+            'Write only if the task\'s `ETag` is one of these (e.g. `"3"`), or `*` for any: '
+            "else 412 `PRECONDITION_FAILED` and nothing changes"
+        ),
+    ),
+]
 
 TaskId = Annotated[
     int, Path(ge=1, le=MAX_TASK_ID, description="The task's id"), BeforeValidator(plain_digits)
@@ -103,42 +129,182 @@ async def list_tasks(
     response_model=TaskRead,
     status_code=201,
     summary="Create a task",
-    responses=BODY_ERRORS,
+    description=(
+        "With an `Idempotency-Key`, a retry (the same key and body, within "
+        "`IDEMPOTENCY_TTL_HOURS`) gets the first answer again, byte for byte, with "
+        "`Idempotent-Replayed: true`, and no second task is created."
+    ),
+    responses={
+        **BODY_ERRORS,
+        201: _task_response(
+            "The task, created (or the first answer, replayed)",
+            Location={"description": "The task's URL", "schema": {"type": "string"}},
+        ),
+        409: _error("A request with this `Idempotency-Key` is still running; see `Retry-After`"),
+        422: _error(
+            "Invalid input (`VALIDATION_ERROR`), or the `Idempotency-Key` was used with another "
+            "body (`IDEMPOTENCY_KEY_REUSED`)"
+        ),
+    },
     dependencies=[Depends(require_json)],
 )
-async def create_task(body: TaskCreate, work: Session, user: CurrentUser) -> Response:
-    return ReplyResponse(await operations.create_task(work, user.sub, body))
+async def create_task(
+    request: Request,
+    body: TaskCreate,
+    work: Session,
+    user: CurrentUser,
+    idempotency_key_header: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            pattern=r"^[\x21-\x7e]+$",
+            description="1-255 visible ASCII characters naming this create across retries",
+        ),
+    ] = None,
+) -> Response:
+    key = idempotency_key(idempotency_key_header)
+    sync = request.app.services.sync
+    return ReplyResponse(await operations.create_task(work, user.sub, body, key, sync))
 
 
-@router.get("/{task_id}", response_model=TaskRead, summary="Get a task", responses=NOT_FOUND)
-async def get_task(task_id: TaskId, work: Session, user: CurrentUser) -> Response:
-    return ReplyResponse(await operations.get_task(work, user.sub, task_id))
+class Changes(BaseModel):
+    """A page of the change feed."""
+
+    changes: list[TaskRead | Tombstone] = Field(
+        description="Changed tasks in their latest state, and deleted ones, in commit order"
+    )
+    next: str = Field(description="The sync token to send as `since` next time")
+    more: bool = Field(description="Whether more changes follow now (ask again with `next`)")
+
+
+class Tombstone(BaseModel):
+    """A deleted task, as the change feed reports it."""
+
+    id: int
+    deleted: bool = Field(description="Always true")
+    version: int
+
+
+Changes.model_rebuild()
+
+
+@router.get(
+    "/changes",
+    response_model=Changes,
+    summary="What changed since a sync token",
+    description=(
+        "Without `since`: every current task (no deletions), a page at a time; the last "
+        "page's `next` is the client's sync point. With `since`: every task created, "
+        "updated or deleted after it, each once, in its latest state, a deleted one as "
+        '`{"id", "deleted": true, "version"}`. A client must ignore deletions of tasks it '
+        "does not hold. Deletions are kept `TOMBSTONE_RETENTION_DAYS`: an older token is "
+        "410 `SYNC_TOKEN_EXPIRED` (sync again without `since`)."
+    ),
+    responses={
+        410: _error("The sync token is older than the deletions kept: sync again"),
+    },
+)
+async def task_changes(
+    request: Request,
+    work: Session,
+    user: CurrentUser,
+    since: Annotated[
+        str | None,
+        Query(max_length=MAX_SYNC_TOKEN_LENGTH, description="A `next` of an earlier answer"),
+    ] = None,
+    limit: Annotated[
+        int,
+        Query(ge=1, le=MAX_PAGE_SIZE, description="Changes per page"),
+        BeforeValidator(plain_digits),
+    ] = DEFAULT_PAGE_SIZE,
+) -> Response:
+    sync = request.app.services.sync
+    return ReplyResponse(await operations.task_changes(work, user.sub, since, limit, sync))
+
+
+@router.get(
+    "/{task_id}",
+    response_model=TaskRead,
+    summary="Get a task",
+    responses={
+        **NOT_FOUND,
+        200: _task_response("The task"),
+        304: {"description": "`If-None-Match` names the current `ETag`", "headers": ETAG_HEADER},
+    },
+)
+async def get_task(
+    task_id: TaskId,
+    work: Session,
+    user: CurrentUser,
+    if_none_match: Annotated[
+        str | None,
+        Header(
+            max_length=MAX_PRECONDITION_LENGTH,
+            description="304 if the task's `ETag` is one of these, or `*`",
+        ),
+    ] = None,
+) -> Response:
+    tags = EntityTags.parse("If-None-Match", if_none_match)
+    return ReplyResponse(await operations.get_task(work, user.sub, task_id, tags))
+
+
+UPDATE_DESCRIPTION = (
+    "Only the fields sent change; `null` clears `description`, `priority` or `due_date`; "
+    "`null` for `title` or `completed` is a 422. Read-only fields (`id`, `user_id`, "
+    "`created_at`, `updated_at`, `version`) are ignored, so a task read with GET can be sent "
+    "back as it is."
+)
 
 
 @router.put(
     "/{task_id}",
     response_model=TaskRead,
-    summary="Update a task (partial)",
-    description=(
-        "Only the fields sent change; `null` clears `description`, `priority` or `due_date`. "
-        "Read-only fields (`id`, `user_id`, `created_at`, `updated_at`) are ignored, so a task "
-        "read with GET can be sent back as it is."
-    ),
-    responses={**NOT_FOUND, **BODY_ERRORS},
+    summary="Update a task (partial, as the specification's PUT)",
+    description=UPDATE_DESCRIPTION,
+    responses={**NOT_FOUND, **BODY_ERRORS, **PRECONDITION, 200: _task_response("The task")},
     dependencies=[Depends(require_json)],
 )
 async def update_task(
-    task_id: TaskId, body: TaskUpdate, work: Session, user: CurrentUser
+    task_id: TaskId, body: TaskUpdate, work: Session, user: CurrentUser, if_match: IfMatch = None
 ) -> Response:
-    return ReplyResponse(await operations.update_task(work, user.sub, task_id, body))
+    tags = EntityTags.parse("If-Match", if_match)
+    return ReplyResponse(await operations.update_task(work, user.sub, task_id, body, tags))
+
+
+@router.patch(
+    "/{task_id}",
+    response_model=TaskRead,
+    summary="Update a task (JSON Merge Patch, RFC 7396)",
+    description=UPDATE_DESCRIPTION
+    + " Send `application/merge-patch+json` (or `application/json`).",
+    responses={**NOT_FOUND, **BODY_ERRORS, **PRECONDITION, 200: _task_response("The task")},
+    dependencies=[Depends(require_json)],
+)
+async def patch_task(
+    task_id: TaskId,
+    work: Session,
+    user: CurrentUser,
+    body: Annotated[
+        TaskUpdate,
+        Body(media_type="application/merge-patch+json"),
+    ],
+    if_match: IfMatch = None,
+) -> Response:
+    tags = EntityTags.parse("If-Match", if_match)
+    return ReplyResponse(await operations.update_task(work, user.sub, task_id, body, tags))
 
 
 @router.delete(
     "/{task_id}",
     status_code=204,
     summary="Delete a task",
-    responses=NOT_FOUND,
+    responses={**NOT_FOUND, **PRECONDITION},
     response_class=Response,
 )
-async def delete_task(task_id: TaskId, work: Session, user: CurrentUser) -> Response:
-    return ReplyResponse(await operations.delete_task(work, user.sub, task_id))
+async def delete_task(
+    task_id: TaskId, work: Session, user: CurrentUser, if_match: IfMatch = None
+) -> Response:
+    tags = EntityTags.parse("If-Match", if_match)
+    return ReplyResponse(await operations.delete_task(work, user.sub, task_id, tags))

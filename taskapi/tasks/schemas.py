@@ -153,3 +153,6 @@ class TaskRead(BaseModel):
     user_id: str
     created_at: UTCDateTime
     updated_at: UTCDateTime
+    version: int = Field(
+        description="Grows on every write of the task; the `ETag` of single-task responses"
+    )

@@ -47,7 +47,10 @@ async def test_create_returns_201_with_location_and_full_task(client: httpx.Asyn
         "user_id",
         "created_at",
         "updated_at",
+        "version",
     }
+    assert task["version"] == 1
+    assert response.headers["etag"] == '"1"'
 
 
 async def test_get_returns_the_created_task(client: httpx.AsyncClient) -> None:
@@ -432,6 +435,6 @@ async def test_head_answers_every_get_route_with_its_headers_and_no_body(
 async def test_head_is_not_allowed_where_get_is_not(client: httpx.AsyncClient) -> None:
     response = await client.head("/api/v1/nothing-here")
     assert response.status_code == 404
-    allowed = await client.request("PATCH", f"{TASKS}/1", headers=ALICE)
+    allowed = await client.request("POST", f"{TASKS}/1", headers=ALICE)
     assert allowed.status_code == 405
     assert "HEAD" in allowed.headers["allow"].split(", ")

@@ -38,6 +38,7 @@ from tests.support.tokens import auth, make_token
 TASKS = "/api/v1/tasks"
 ALICE = auth("alice")
 BOB = auth("bob")
+STALE = {"If-Match": '"1"'}  # the seed task has been written since
 HUGE = 10**9  # rate limits that never refuse, so only their headers are compared
 
 # Differ between any two requests, whichever path answers them. `ratelimit` holds the
@@ -502,7 +503,8 @@ JSON = {"Content-Type": "application/json"}
         ("PUT", "/{id}", b"[1]", "application/json"),
         ("HEAD", "/{id}", None, None),
         ("HEAD", "", None, None),
-        ("PATCH", "/{id}", b'{"title": "x"}', "application/json"),
+        ("PATCH", "/{id}", b'{"title": null}', "application/merge-patch+json"),
+        ("PATCH", "/{id}", b'{"title": "x"}', "text/plain"),
         ("POST", "/{id}", b'{"title": "x"}', "application/json"),
         ("DELETE", "", None, None),
         ("PUT", "", b'{"title": "x"}', "application/json"),
@@ -647,6 +649,15 @@ async def test_the_fast_path_is_taken(paths: Paths, serve_calls: list[str]) -> N
             (lambda: client.post(TASKS, json={"title": "fast"}, headers=ALICE), 201),
             (lambda: client.put(one, json={"completed": True}, headers=ALICE), 200),
             (lambda: client.put(one, json={"description": None}, headers=ALICE), 200),
+            (lambda: client.patch(one, json={"priority": None}, headers=ALICE), 200),
+            (lambda: client.head(one, headers=ALICE), 200),
+            (lambda: client.get(one, headers={**ALICE, "If-None-Match": "*"}), 304),
+            (
+                lambda: client.put(one, json={"title": "t"}, headers={**ALICE, "If-Match": '"1"'}),
+                412,
+            ),
+            (lambda: client.get(f"{TASKS}/changes", headers=ALICE), 200),
+            (lambda: client.get(f"{TASKS}/changes?limit=1", headers=ALICE), 200),
         ]
 
     for send, status in valid(paths.fast):
@@ -662,8 +673,10 @@ async def test_the_fast_path_is_taken(paths: Paths, serve_calls: list[str]) -> N
         lambda: paths.fast.post(TASKS, json={"title": ""}, headers=ALICE),
         lambda: paths.fast.put(one, json={"completed": 1}, headers=ALICE),
         lambda: paths.fast.put(one, content=b"{", headers={**ALICE, **JSON}),
-        lambda: paths.fast.head(one, headers=ALICE),
-        lambda: paths.fast.patch(one, json={"title": "x"}, headers=ALICE),
+        lambda: paths.fast.patch(one, json={"title": None}, headers=ALICE),
+        lambda: paths.fast.put(one, json={"title": "x"}, headers={**ALICE, "If-Match": "3"}),
+        lambda: paths.fast.get(f"{TASKS}/changes?since=a&since=b", headers=ALICE),
+        lambda: paths.fast.get(f"{TASKS}/changes?limit=0", headers=ALICE),
         lambda: paths.fast.get("/health", headers=ALICE),
     ]:
         await fastapi_answers(send)
