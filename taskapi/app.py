@@ -192,10 +192,31 @@ def _install_openapi(app: FastAPI) -> None:
                 if path.startswith("/api/"):
                     for operation in operations.values():
                         operation["security"] = [{"bearerAuth": []}]
+            _link_created_tasks(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _link_created_tasks(schema: dict[str, Any]) -> None:
+    """OpenAPI links from a created task to what can be done with it, so clients (and
+    schemathesis' stateful tests) follow `id` and `ETag` from POST to GET/PUT/PATCH/DELETE."""
+    paths = schema["paths"]
+    task = paths.get("/api/v1/tasks/{task_id}", {})
+    created = paths.get("/api/v1/tasks", {}).get("post", {}).get("responses", {}).get("201")
+    if created is None:
+        return
+    links: dict[str, Any] = {}
+    for method, operation in task.items():
+        parameters: dict[str, str] = {"task_id": "$response.body#/id"}
+        if method in ("put", "patch", "delete"):
+            parameters["header.if-match"] = "$response.header.ETag"
+        links[f"{method.capitalize()}CreatedTask"] = {
+            "operationId": operation["operationId"],
+            "parameters": parameters,
+        }
+    created["links"] = links
 
 
 def _outer_layers(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
