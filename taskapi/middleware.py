@@ -7,8 +7,8 @@ from random import getrandbits
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from taskapi.errors import error_response, exception_response
-from taskapi.requestctx import RESPONSE_HEADERS_KEY, set_request_id
+from taskapi.errors import APIError, api_error_response, error_response, exception_response
+from taskapi.requestctx import CHARGE_KEY, RESPONSE_HEADERS_KEY, Charge, set_request_id
 
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._\-]{1,64}$")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -20,6 +20,26 @@ _SECURITY_HEADERS = [
 ]
 
 
+# Never charged: liveness probes (a load balancer's, every few seconds) and successful CORS
+# preflights (a browser sends one per URL it writes to); both cost no database work.
+_UNCHARGED_PATHS = frozenset({"/health"})
+
+
+async def _refusal(scope: Scope, status: int) -> APIError | None:
+    """Charge a request that was not charged (it never reached authentication) to its
+    client address; the 429 to answer instead if the address is over its limit."""
+    if status < 400 and (scope["path"] in _UNCHARGED_PATHS or scope["method"] == "OPTIONS"):
+        return None
+    services = getattr(scope.get("app"), "services", None)
+    if services is None:
+        return None
+    client = scope.get("client")
+    refusal: APIError | None = await services.authenticator.charge_address(
+        client[0] if client else "unknown"
+    )
+    return refusal
+
+
 async def _send_error(
     scope: Scope,
     receive: Receive,
@@ -29,8 +49,14 @@ async def _send_error(
     detail: str,
     extra: list[tuple[bytes, bytes]],
 ) -> None:
-    """Answer before the app runs, with the service's one error body."""
-    response = error_response(status, code, detail, {"Connection": "close"})
+    """Answer before the app runs, with the service's one error body (or the 429 its
+    address earned)."""
+    refusal = await _refusal(scope, status)
+    if refusal is not None:
+        response = api_error_response(refusal)
+    else:
+        response = error_response(status, code, detail)
+    response.headers["Connection"] = "close"
     response.raw_headers.extend(extra)
     await response(scope, receive, send)
 
@@ -113,14 +139,25 @@ class EdgeMiddleware:
         # The app may add headers here (rate limits), whatever response it returns.
         app_headers: list[tuple[bytes, bytes]] = []
         scope[RESPONSE_HEADERS_KEY] = app_headers
+        charge = scope[CHARGE_KEY] = Charge()
 
         started = False
+        refused = False
 
         async def send_with_headers(message: Message) -> None:
-            nonlocal started
+            nonlocal started, refused
             if message["type"] == "http.response.start":
                 started = True
+                if not charge.done:
+                    charge.done = True
+                    refusal = await _refusal(scope, message["status"])
+                    if refusal is not None:  # over its address's limit: the 429 instead
+                        await api_error_response(refusal)(scope, receive, send_with_headers)
+                        refused = True  # and the app's own body is dropped
+                        return
                 message["headers"] = [*message.get("headers", ()), *extra, *app_headers]
+            elif refused:
+                return
             await send(message)
 
         try:

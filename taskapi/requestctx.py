@@ -8,6 +8,20 @@ from contextvars import ContextVar
 # adds them to the response, whatever the endpoint returns.
 RESPONSE_HEADERS_KEY = "taskapi.response_headers"
 
+# Scope key of the request's `Charge`: whether its rate limit was charged yet.
+CHARGE_KEY = "taskapi.charge"
+
+
+class Charge:
+    """Whether a request has been charged to a rate limit (its user's, or its address's
+    after a failed authentication); the edge charges the address of any other."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = False
+
+
 _request_id: ContextVar[str] = ContextVar("request_id", default="-")
 
 

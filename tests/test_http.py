@@ -208,19 +208,21 @@ async def test_unknown_route_is_404_not_found(client: httpx.AsyncClient, path: s
     assert_error(response, 404, "NOT_FOUND")
 
 
-async def test_patch_task_is_405_with_allow(client: httpx.AsyncClient) -> None:
-    response = await client.patch(f"{TASKS}/1", json={"title": "x"}, headers=auth("alice"))
+async def test_post_to_a_task_is_405_with_allow(client: httpx.AsyncClient) -> None:
+    response = await client.post(f"{TASKS}/1", json={"title": "x"}, headers=auth("alice"))
     assert_error(response, 405, "METHOD_NOT_ALLOWED")
     allow = [method.strip() for method in response.headers["allow"].split(",")]
-    assert sorted(allow) == ["DELETE", "GET", "PUT"]
+    assert sorted(allow) == ["DELETE", "GET", "HEAD", "PATCH", "PUT"]
 
 
-async def test_patch_task_without_token_is_405(client: httpx.AsyncClient) -> None:
-    response = await client.patch(f"{TASKS}/1", json={"title": "x"})
+async def test_post_to_a_task_without_token_is_405(client: httpx.AsyncClient) -> None:
+    response = await client.post(f"{TASKS}/1", json={"title": "x"})
     assert_error(response, 405, "METHOD_NOT_ALLOWED")
     assert sorted(m.strip() for m in response.headers["allow"].split(",")) == [
         "DELETE",
         "GET",
+        "HEAD",
+        "PATCH",
         "PUT",
     ]
 
@@ -228,13 +230,17 @@ async def test_patch_task_without_token_is_405(client: httpx.AsyncClient) -> Non
 async def test_delete_collection_is_405_with_allow(client: httpx.AsyncClient) -> None:
     response = await client.delete(TASKS, headers=auth("alice"))
     assert_error(response, 405, "METHOD_NOT_ALLOWED")
-    assert sorted(m.strip() for m in response.headers["allow"].split(",")) == ["GET", "POST"]
+    assert sorted(m.strip() for m in response.headers["allow"].split(",")) == [
+        "GET",
+        "HEAD",
+        "POST",
+    ]
 
 
 async def test_post_health_is_405(client: httpx.AsyncClient) -> None:
     response = await client.post("/health", json={})
     assert_error(response, 405, "METHOD_NOT_ALLOWED")
-    assert [m.strip() for m in response.headers["allow"].split(",")] == ["GET"]
+    assert [m.strip() for m in response.headers["allow"].split(",")] == ["GET", "HEAD"]
 
 
 # --- content type and body size -----------------------------------------------------------
@@ -416,7 +422,7 @@ SANE_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
         ("GET", TASKS, False, 401),
         ("GET", "/nope", False, 404),
         ("GET", f"{TASKS}/999999", True, 404),
-        ("PATCH", f"{TASKS}/1", True, 405),
+        ("POST", f"{TASKS}/1", True, 405),
     ],
 )
 async def test_security_headers_on_every_response(
@@ -488,7 +494,7 @@ async def test_openapi_declares_bearer_security_and_error_bodies(
     assert set(error_body.get("required", [])) == {"detail", "code"}
 
     task_paths = {path: ops for path, ops in spec["paths"].items() if path.startswith(TASKS)}
-    assert set(task_paths) == {TASKS, f"{TASKS}/{{task_id}}"}
+    assert set(task_paths) == {TASKS, f"{TASKS}/{{task_id}}", f"{TASKS}/changes"}
     operations = [
         (path, method, op)
         for path, ops in task_paths.items()
@@ -498,8 +504,10 @@ async def test_openapi_declares_bearer_security_and_error_bodies(
     assert sorted((p, m) for p, m, _ in operations) == [
         (TASKS, "get"),
         (TASKS, "post"),
+        (f"{TASKS}/changes", "get"),
         (f"{TASKS}/{{task_id}}", "delete"),
         (f"{TASKS}/{{task_id}}", "get"),
+        (f"{TASKS}/{{task_id}}", "patch"),
         (f"{TASKS}/{{task_id}}", "put"),
     ]
     for path, method, op in operations:

@@ -129,3 +129,46 @@ async def test_redis_down_fails_open(database_url: str) -> None:
     ):
         codes = [(await http.get(TASKS, headers=auth("fay"))).status_code for _ in range(5)]
     assert codes == [200] * 5
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "content", "status"),
+    [
+        ("GET", "/api/v1/nothing-here", {}, None, 404),
+        ("DELETE", "/health", {}, None, 405),
+        ("POST", TASKS, {"Content-Type": "text/plain"}, b"x", 415),
+        ("POST", TASKS, {"Content-Length": "999999999"}, b"", 413),
+        ("GET", TASKS, {"X-Big": "x" * 17_000}, None, 431),
+        ("GET", "/openapi.json", {}, None, 200),
+    ],
+)
+async def test_every_unauthenticated_request_is_charged_to_its_address(
+    client: httpx.AsyncClient,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+    content: bytes | None,
+    status: int,
+) -> None:
+    """404 floods and 405/413/415/431 traffic cost the client address, as failed
+    authentications do: two pass (the anonymous burst), then 429 with Retry-After."""
+    codes = []
+    for _ in range(4):
+        response = await client.request(method, path, headers=headers, content=content)
+        codes.append(response.status_code)
+    assert codes == [status, status, 429, 429], codes
+    assert int(response.headers["retry-after"]) >= 1
+    assert response.json()["code"] == "RATE_LIMITED"
+    # An authenticated user from the same address is charged to the user instead.
+    assert (await client.get(TASKS, headers=auth("gina"))).status_code == 200
+
+
+async def test_liveness_and_preflights_are_not_charged(client: httpx.AsyncClient) -> None:
+    """A load balancer's liveness checks and a browser's CORS preflights cost nothing."""
+    preflight = {
+        "Origin": "http://localhost:3000",
+        "Access-Control-Request-Method": "PUT",
+    }
+    for _ in range(5):
+        assert (await client.get("/health")).status_code == 200
+        assert (await client.options(f"{TASKS}/1", headers=preflight)).status_code == 200

@@ -18,7 +18,7 @@ from taskapi.errors import (
     RateLimitedError,
 )
 from taskapi.ratelimit import RateLimits
-from taskapi.requestctx import RESPONSE_HEADERS_KEY, request_id
+from taskapi.requestctx import CHARGE_KEY, RESPONSE_HEADERS_KEY, Charge, request_id
 from taskapi.users.service import UserProvisioner
 
 logger = logging.getLogger("taskapi.auth")
@@ -34,6 +34,8 @@ class RequestContext(NamedTuple):
     path: str
     response_headers: list[tuple[bytes, bytes]] | None
     """Where the rate-limit headers go (the edge adds them to whatever is answered)."""
+    charge: Charge | None
+    """Marked once the request is charged, so the edge does not charge it again."""
 
     @staticmethod
     def of(scope: Scope) -> RequestContext:
@@ -48,6 +50,7 @@ class RequestContext(NamedTuple):
             client[0] if client else "unknown",
             scope["path"],
             scope.get(RESPONSE_HEADERS_KEY),
+            scope.get(CHARGE_KEY),
         )
 
 
@@ -81,6 +84,8 @@ class Authenticator:
         address, so an unauthenticated flood is limited too.
         """
         limits = self._limits
+        if limits is not None and context.charge is not None:
+            context.charge.done = True
         try:
             identity = await self._verifier.verify(bearer_token(context.authorization))
         except AuthenticationError as error:
@@ -103,6 +108,17 @@ class Authenticator:
                 context.response_headers.extend(decision.raw_headers(limits.user))
         await self._provisioner.ensure(work, identity.sub, identity.profile)
         return identity
+
+    async def charge_address(self, client: str) -> RateLimitedError | None:
+        """Charge a request that never reached authentication to its client address: the
+        refusal to answer instead, if the address is over its limit."""
+        limits = self._limits
+        if limits is None:
+            return None
+        decision = await limits.charge_anonymous(client)
+        if decision.allowed:
+            return None
+        return RateLimitedError(headers=decision.headers(limits.anonymous))
 
 
 async def current_user(request: Request) -> Identity:
