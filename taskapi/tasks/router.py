@@ -14,6 +14,7 @@ from taskapi.auth.dependencies import CurrentUser
 from taskapi.db import Session, UnitOfWorkRoute
 from taskapi.errors import APIError, ErrorBody, UnsupportedMediaTypeError
 from taskapi.tasks import service
+from taskapi.tasks.cursorpattern import CURSOR_PATTERN
 from taskapi.tasks.schemas import Priority, TaskCreate, TaskRead, TaskUpdate
 
 PREFIX = "/api/v1/tasks"
@@ -100,8 +101,8 @@ class Cursor:
             value = int(number)
         except (binascii.Error, UnicodeDecodeError, ValueError):
             raise InvalidCursorError() from None
-        if prefix != "id" or not 0 <= value <= MAX_TASK_ID:
-            raise InvalidCursorError()
+        if prefix != "id" or not 0 <= value <= MAX_TASK_ID or Cursor.encode(value) != cursor:
+            raise InvalidCursorError()  # only what `encode` issues: CURSOR_PATTERN, exactly
         return value
 
 
@@ -132,7 +133,12 @@ async def list_tasks(
         DEFAULT_PAGE_SIZE
     ),
     cursor: Annotated[
-        str | None, Query(max_length=64, description="Opaque; from the previous page's Link")
+        str | None,
+        Query(
+            max_length=64,
+            description="Opaque; from the previous page's Link",
+            json_schema_extra={"pattern": CURSOR_PATTERN},
+        ),
     ] = None,
 ) -> Sequence[Any]:
     rows = await service.list_tasks(
