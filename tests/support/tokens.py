@@ -8,6 +8,9 @@ from typing import Any
 import jwt
 
 TEST_SECRET = "test-secret-0123456789abcdef0123456789abcdef"
+# Modules build their tokens when they are imported, at collection, and the whole suite takes
+# well over ten minutes on a busy machine: a default token must outlive the run.
+DEFAULT_TTL = 24 * 3600
 
 
 def make_token(
@@ -15,7 +18,7 @@ def make_token(
     *,
     secret: str = TEST_SECRET,
     algorithm: str = "HS256",
-    ttl: int = 600,
+    ttl: int = DEFAULT_TTL,
     headers: dict[str, Any] | None = None,
     **claims: Any,
 ) -> str:
