@@ -20,8 +20,10 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
 	@touch $@ $(VENV)/.runtime
 
-## make run: serve on :8000 (SQLite default, migrated; development secret unless .env sets one)
+## make run: serve on :8000 (SQLite default, migrated). Unless JWT_SECRET or JWKS_URL is set,
+## writes a random development JWT_SECRET into .env first (once per checkout).
 run: $(VENV)/.runtime
+	@$(BIN)/python -m taskapi.devsecret
 	$(BIN)/alembic upgrade head
 	$(BIN)/uvicorn main:app --reload --port $(PORT)
 
@@ -42,7 +44,8 @@ typecheck: $(VENV)/.dev
 
 check: lint typecheck test
 
-## make token SUB=alice: a development token for curl or /docs (refused in production)
+## make token SUB=alice: a development token for curl or /docs, signed with JWT_SECRET (the
+## one `make run` wrote into .env, unless you set your own); refused in production
 token: $(VENV)/.runtime
 	@$(BIN)/python -m taskapi.devtoken $(SUB)
 

@@ -252,6 +252,7 @@ def _outer_layers(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
 def create_app(settings: Settings | None = None) -> ServiceApp:
     """Build the service; settings default to the environment and `.env`."""
     settings = settings or load_settings()
+    settings.require_verification_key()
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )

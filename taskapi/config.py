@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from functools import cached_property
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -11,19 +10,15 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-logger = logging.getLogger("taskapi.config")
-
-# Used only when ENVIRONMENT=development and no verification key is configured, so that
-# `make run` and `make token` work on a fresh clone. Refused in production.
-DEVELOPMENT_JWT_SECRET = "development-only-secret-do-not-use-in-production"  # noqa: S105
 MIN_SECRET_LENGTH = 32
 HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 ASYMMETRIC_ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256")
 PRODUCTION_LIKE = ("production", "staging")
-# Example values from the docs: long enough, but public.
+# Secrets printed in the docs, or once in this repository: long enough, but public, so
+# refused in every environment. (`make run` gives each checkout a random development secret.)
 PLACEHOLDER_SECRETS = frozenset(
     {
-        DEVELOPMENT_JWT_SECRET,
+        "development-only-secret-do-not-use-in-production",
         "change-me-to-at-least-32-random-characters",
         "your-secret-key-min-32-chars-change-this-in-production",
     }
@@ -145,23 +140,29 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_safety(self) -> Settings:
-        """Refuse unsafe production settings with a message naming what to set."""
-        if self.jwt_secret is None and self.jwks_url is None:
-            if self.environment in PRODUCTION_LIKE:
+        """Refuse unsafe settings with a message naming what to set.
+
+        A well-known secret is refused everywhere; a missing key (no JWT_SECRET, no JWKS_URL)
+        here only in production, and by `require_verification_key` when the service starts,
+        so that tools that need no key (`alembic`) still run without one.
+        """
+        secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
+        if secret is not None and secret.strip() in PLACEHOLDER_SECRETS:
+            raise ConfigError(
+                "JWT_SECRET is a placeholder printed in the documentation, so anyone could sign "
+                "tokens with it: set the secret your Better Auth server uses "
+                f"(at least {MIN_SECRET_LENGTH} random characters, e.g. `openssl rand -hex 32`)."
+            )
+        if self.environment in PRODUCTION_LIKE:
+            if secret is None and self.jwks_url is None:
                 raise ConfigError(
                     "JWT_SECRET is not set. Set JWT_SECRET to the secret your Better Auth server "
                     f"uses (at least {MIN_SECRET_LENGTH} characters, e.g. `openssl rand -hex 32`), "
                     "or set JWKS_URL to Better Auth's /api/auth/jwks endpoint."
                 )
-            object.__setattr__(self, "jwt_secret", SecretStr(DEVELOPMENT_JWT_SECRET))
-            logger.warning("JWT_SECRET is not set: using the public development secret")
-        if self.environment in PRODUCTION_LIKE:
-            secret = self.jwt_secret.get_secret_value() if self.jwt_secret else None
-            if secret is not None and (
-                len(secret) < MIN_SECRET_LENGTH or secret in PLACEHOLDER_SECRETS
-            ):
+            if secret is not None and len(secret) < MIN_SECRET_LENGTH:
                 raise ConfigError(
-                    f"JWT_SECRET is too short or a placeholder for ENVIRONMENT={self.environment}: "
+                    f"JWT_SECRET is too short for ENVIRONMENT={self.environment}: "
                     f"use at least {MIN_SECRET_LENGTH} random characters (`openssl rand -hex 32`)."
                 )
             if any(origin.strip() == "*" for origin in self.cors_origins):
@@ -170,6 +171,18 @@ class Settings(BaseSettings):
                     'frontend origins, e.g. CORS_ORIGINS=["https://app.example.com"].'
                 )
         return self
+
+    def require_verification_key(self) -> None:
+        """The service verifies tokens with JWT_SECRET or JWKS_URL: refuse to start with neither
+        (in every environment: no secret is ever made up)."""
+        if self.jwt_secret is None and self.jwks_url is None:
+            raise ConfigError(
+                "neither JWT_SECRET nor JWKS_URL is set, so no token could be verified. Set "
+                "JWT_SECRET to the secret your Better Auth server uses (at least "
+                f"{MIN_SECRET_LENGTH} characters, e.g. `openssl rand -hex 32`), or JWKS_URL to "
+                "Better Auth's /api/auth/jwks endpoint. For local development, `make run` writes "
+                "a random JWT_SECRET into .env (and `make token` signs with it)."
+            )
 
     @property
     def is_production(self) -> bool:

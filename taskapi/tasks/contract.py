@@ -53,8 +53,8 @@ class Cursor:
             value = int(number)
         except (binascii.Error, UnicodeDecodeError, ValueError):
             raise InvalidCursorError() from None
-        if prefix != "id" or not 0 <= value <= MAX_TASK_ID:
-            raise InvalidCursorError()
+        if prefix != "id" or not 0 <= value <= MAX_TASK_ID or Cursor.encode(value) != cursor:
+            raise InvalidCursorError()  # only what `encode` issues: CURSOR_PATTERN, exactly
         return value
 
 
@@ -99,7 +99,11 @@ def is_json_content_type(content_type: str | None) -> bool:
 MAX_ETAGS = 8
 """The most entity tags one `If-Match` or `If-None-Match` may list."""
 MAX_PRECONDITION_LENGTH = 512
-_ENTITY_TAG = re.compile(r'\s*(W/)?"([0-9]{1,19})"\s*')
+_TAG = r'(W/)?"([0-9]{1,19})"'
+ENTITY_TAGS_PATTERN = rf"^(\*|{_TAG}( *, *{_TAG}){{0,{MAX_ETAGS - 1}}})$"
+"""`*`, or a list of entity tags (strong or weak) of versions, as OpenAPI states it."""
+_ENTITY_TAGS = re.compile(ENTITY_TAGS_PATTERN)
+_ENTITY_TAG = re.compile(_TAG)
 
 
 def etag(version: int) -> bytes:
@@ -129,18 +133,16 @@ class EntityTags(NamedTuple):
         """The header's entity tags (None when absent); a malformed one is a 422."""
         if value is None:
             return None
-        if value.strip() == "*":
+        if _ENTITY_TAGS.fullmatch(value) is None:
+            raise InvalidPreconditionError(header)
+        if value == "*":
             return EntityTags(True, (), ())
         strong: list[int] = []
         weak: list[int] = []
-        parts = value.split(",")
-        if len(parts) > MAX_ETAGS:
-            raise InvalidPreconditionError(header)
-        for part in parts:
-            match = _ENTITY_TAG.fullmatch(part)
-            if match is None:
-                raise InvalidPreconditionError(header)
-            (weak if match[1] else strong).append(int(match[2]))
+        for match in _ENTITY_TAG.finditer(value):
+            version = int(match[2])
+            if version <= MAX_TASK_ID:  # no task reaches a larger version: it matches nothing
+                (weak if match[1] else strong).append(version)
         return EntityTags(False, tuple(strong), tuple(weak))
 
     def strong_match_versions(self) -> tuple[int, ...] | None:
@@ -175,7 +177,9 @@ def idempotency_key(value: str | None) -> str | None:
 # ---- the change feed's sync tokens ---------------------------------------------------------
 
 MAX_SYNC_TOKEN_LENGTH = 128
-_TOKEN = re.compile(r"c1\.([0-9]{1,19})\.([0-9]{1,19})\.([0-9]{1,12})\.([0-9a-f]{16})")
+_NUMBER = "(0|[1-9][0-9]{0,18})"
+SYNC_TOKEN_PATTERN = rf"^c1\.{_NUMBER}\.{_NUMBER}\.(0|[1-9][0-9]{{0,11}})\.[0-9a-f]{{16}}$"
+SYNC_TOKEN = re.compile(SYNC_TOKEN_PATTERN)
 
 
 class InvalidSyncTokenError(APIError):
@@ -186,26 +190,22 @@ class InvalidSyncTokenError(APIError):
 
 class SyncToken(NamedTuple):
     """A position in one user's change feed: everything up to `(change_seq, id)` was sent,
-    as of `issued` (Unix seconds). Opaque to clients; bound to its user."""
+    as of `issued` (Unix seconds). Opaque to clients (its form may change); bound to its
+    user by a tag."""
 
     change_seq: int
     id: int
     issued: int
 
     def encode(self, owner_id: str) -> str:
-        text = f"c1.{self.change_seq}.{self.id}.{self.issued}.{_owner_tag(owner_id)}"
-        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+        return f"c1.{self.change_seq}.{self.id}.{self.issued}.{_owner_tag(owner_id)}"
 
     @staticmethod
     def decode(token: str, owner_id: str) -> SyncToken:
         """The token's position; a malformed token, or another user's, is a 422 that says
         nothing more."""
-        try:
-            text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            raise InvalidSyncTokenError() from None
-        match = _TOKEN.fullmatch(text)
-        if match is None or not hmac.compare_digest(match[4], _owner_tag(owner_id)):
+        match = SYNC_TOKEN.fullmatch(token)
+        if match is None or not hmac.compare_digest(token[-16:], _owner_tag(owner_id)):
             raise InvalidSyncTokenError()
         seq, last_id, issued = int(match[1]), int(match[2]), int(match[3])
         if seq > MAX_TASK_ID or last_id > MAX_TASK_ID:

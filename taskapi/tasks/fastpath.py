@@ -37,9 +37,9 @@ from taskapi.tasks.contract import (
     MAX_CURSOR_LENGTH,
     MAX_PAGE_SIZE,
     MAX_PRECONDITION_LENGTH,
-    MAX_SYNC_TOKEN_LENGTH,
     MAX_TASK_ID,
     PREFIX,
+    SYNC_TOKEN,
     Cursor,
     EntityTags,
     InvalidCursorError,
@@ -101,7 +101,7 @@ def _feed_query(query: QueryItems) -> tuple[str | None, int] | None:
         if name in seen:
             return None
         seen.add(name)
-        if name == "since" and len(value) <= MAX_SYNC_TOKEN_LENGTH:
+        if name == "since" and SYNC_TOKEN.fullmatch(value):
             since = value
         elif name == "limit" and _PAGE_SIZE.fullmatch(value) and int(value) <= MAX_PAGE_SIZE:
             limit = int(value)

@@ -8,19 +8,22 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, BeforeValidator, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taskapi.auth.dependencies import CurrentUser
 from taskapi.db import Session, UnitOfWorkRoute
-from taskapi.errors import ErrorBody, UnsupportedMediaTypeError
+from taskapi.errors import READ_ONLY_ROUTE, ErrorBody, UnsupportedMediaTypeError
 from taskapi.tasks import operations
 from taskapi.tasks.contract import (
     DEFAULT_PAGE_SIZE,
+    ENTITY_TAGS_PATTERN,
     MAX_CURSOR_LENGTH,
     MAX_PAGE_SIZE,
     MAX_PRECONDITION_LENGTH,
     MAX_SYNC_TOKEN_LENGTH,
     MAX_TASK_ID,
     PREFIX,
+    SYNC_TOKEN_PATTERN,
     Cursor,
     EntityTags,
     TaskFilter,
@@ -28,6 +31,7 @@ from taskapi.tasks.contract import (
     is_json_content_type,
     plain_digits,
 )
+from taskapi.tasks.cursorpattern import CURSOR_PATTERN
 from taskapi.tasks.operations import ReplyResponse
 from taskapi.tasks.schemas import Priority, TaskCreate, TaskRead, TaskUpdate
 
@@ -62,16 +66,21 @@ def _task_response(description: str, **headers: dict[str, Any]) -> dict[str, Any
     return {"description": description, "headers": {**ETAG_HEADER, **headers}}
 
 
-IfMatch = Annotated[
-    str | None,
-    Header(
+def _precondition(description: str) -> Any:
+    """An `If-Match`/`If-None-Match` header: optional, and never null (so the schema
+    says `string` with its pattern, not `string | null`)."""
+    return Header(
+        None,
         max_length=MAX_PRECONDITION_LENGTH,
-        description=(
-            'Write only if the task\'s `ETag` is one of these (e.g. `"3"`), or `*` for any: '
-            "else 412 `PRECONDITION_FAILED` and nothing changes"
-        ),
-    ),
-]
+        pattern=ENTITY_TAGS_PATTERN,
+        description=description,
+    )
+
+
+IF_MATCH = (
+    'Write only if the task\'s `ETag` is one of these (e.g. `"3"`), or `*` for any: else 412 '
+    "`PRECONDITION_FAILED` and nothing changes"
+)
 
 TaskId = Annotated[
     int, Path(ge=1, le=MAX_TASK_ID, description="The task's id"), BeforeValidator(plain_digits)
@@ -115,7 +124,11 @@ async def list_tasks(
     ] = DEFAULT_PAGE_SIZE,
     cursor: Annotated[
         str | None,
-        Query(max_length=MAX_CURSOR_LENGTH, description="Opaque; from the previous page's Link"),
+        Query(
+            max_length=MAX_CURSOR_LENGTH,
+            description="Opaque; from the previous page's Link",
+            json_schema_extra={"pattern": CURSOR_PATTERN},
+        ),
     ] = None,
 ) -> Response:
     after_id = Cursor.decode(cursor) if cursor is not None else None
@@ -153,16 +166,14 @@ async def create_task(
     body: TaskCreate,
     work: Session,
     user: CurrentUser,
-    idempotency_key_header: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=255,
-            pattern=r"^[\x21-\x7e]+$",
-            description="1-255 visible ASCII characters naming this create across retries",
-        ),
-    ] = None,
+    idempotency_key_header: str = Header(  # optional, never null
+        None,
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="1-255 visible ASCII characters naming this create across retries",
+    ),
 ) -> Response:
     key = idempotency_key(idempotency_key_header)
     sync = request.app.services.sync
@@ -210,10 +221,12 @@ async def task_changes(
     request: Request,
     work: Session,
     user: CurrentUser,
-    since: Annotated[
-        str | None,
-        Query(max_length=MAX_SYNC_TOKEN_LENGTH, description="A `next` of an earlier answer"),
-    ] = None,
+    since: str = Query(  # optional, never null
+        None,
+        max_length=MAX_SYNC_TOKEN_LENGTH,
+        pattern=SYNC_TOKEN_PATTERN,
+        description="A `next` of an earlier answer (another user's is a 422)",
+    ),
     limit: Annotated[
         int,
         Query(ge=1, le=MAX_PAGE_SIZE, description="Changes per page"),
@@ -222,6 +235,17 @@ async def task_changes(
 ) -> Response:
     sync = request.app.services.sync
     return ReplyResponse(await operations.task_changes(work, user.sub, since, limit, sync))
+
+
+@router.api_route(
+    "/changes",
+    methods=["POST", "PUT", "PATCH", "DELETE"],
+    include_in_schema=False,
+    name=READ_ONLY_ROUTE,
+)
+async def changes_are_read_only() -> None:
+    """405 (not a 422 for the task id "changes", which `/{task_id}` would answer)."""
+    raise StarletteHTTPException(405)
 
 
 @router.get(
@@ -238,13 +262,7 @@ async def get_task(
     task_id: TaskId,
     work: Session,
     user: CurrentUser,
-    if_none_match: Annotated[
-        str | None,
-        Header(
-            max_length=MAX_PRECONDITION_LENGTH,
-            description="304 if the task's `ETag` is one of these, or `*`",
-        ),
-    ] = None,
+    if_none_match: str = _precondition("304 if the task's `ETag` is one of these, or `*`"),
 ) -> Response:
     tags = EntityTags.parse("If-None-Match", if_none_match)
     return ReplyResponse(await operations.get_task(work, user.sub, task_id, tags))
@@ -267,7 +285,11 @@ UPDATE_DESCRIPTION = (
     dependencies=[Depends(require_json)],
 )
 async def update_task(
-    task_id: TaskId, body: TaskUpdate, work: Session, user: CurrentUser, if_match: IfMatch = None
+    task_id: TaskId,
+    body: TaskUpdate,
+    work: Session,
+    user: CurrentUser,
+    if_match: str = _precondition(IF_MATCH),
 ) -> Response:
     tags = EntityTags.parse("If-Match", if_match)
     return ReplyResponse(await operations.update_task(work, user.sub, task_id, body, tags))
@@ -290,7 +312,7 @@ async def patch_task(
         TaskUpdate,
         Body(media_type="application/merge-patch+json"),
     ],
-    if_match: IfMatch = None,
+    if_match: str = _precondition(IF_MATCH),
 ) -> Response:
     tags = EntityTags.parse("If-Match", if_match)
     return ReplyResponse(await operations.update_task(work, user.sub, task_id, body, tags))
@@ -304,7 +326,7 @@ async def patch_task(
     response_class=Response,
 )
 async def delete_task(
-    task_id: TaskId, work: Session, user: CurrentUser, if_match: IfMatch = None
+    task_id: TaskId, work: Session, user: CurrentUser, if_match: str = _precondition(IF_MATCH)
 ) -> Response:
     tags = EntityTags.parse("If-Match", if_match)
     return ReplyResponse(await operations.delete_task(work, user.sub, task_id, tags))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -43,6 +43,21 @@ def as_utc(value: datetime) -> datetime:
         raise ValueError("is out of range once converted to UTC") from None
 
 
+def in_utc_range(value: datetime) -> datetime:
+    """What `DUE_DATE_PATTERN` states: no offset ahead of UTC on 0001-01-01, none behind it on
+    9999-12-31, where the value could leave years 1-9999 once converted to UTC."""
+    offset = value.utcoffset()
+    if offset is not None and (
+        (value.date() == date.min and offset > timedelta(0))
+        or (value.date() == date.max and offset < timedelta(0))
+    ):
+        raise ValueError(
+            "may be out of range once converted to UTC: on 0001-01-01 use an offset that is "
+            "not ahead of UTC, on 9999-12-31 one that is not behind it"
+        )
+    return value
+
+
 _NUMBER = re.compile(r"[+-]?\d+(\.\d*)?")
 
 
@@ -60,6 +75,19 @@ def iso_text(value: Any) -> Any:
 _SPACE = "\t\n\x0b\x0c\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 TITLE_PATTERN = f"^[^\\x00]*[^\\x00{_SPACE}][^\\x00]*$"
 NO_NUL_PATTERN = "^[^\\x00]*$"
+# `in_utc_range` as a pattern, beside `format: date-time`: any year but 0001 and 9999; any other
+# day of those; 0001-01-01 without a positive offset (a date-time holds no "+" but its
+# offset's); 9999-12-31 without a negative one (no "-" after the date but its offset's).
+_YEAR_NOT_EDGE = (
+    "(?:000[2-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])"
+)
+DUE_DATE_PATTERN = (
+    f"^(?:{_YEAR_NOT_EDGE}-"
+    "|0001-(?:[^0]|0[^1]|01-[^0]|01-0[^1])"
+    "|9999-(?:[^1]|1[^2]|12-[^3]|12-3[^1])"
+    "|0001-01-01[^+]*(?:[+]00(?::?00)?)?$"
+    "|9999-12-31[^-]*(?:-00(?::?00)?)?$)"
+)
 
 
 def _title_schema(schema: dict[str, Any]) -> None:
@@ -103,8 +131,15 @@ Description = Annotated[
 ]
 DueDate = Annotated[
     datetime,
-    Field(description="ISO 8601; a value without offset is taken as UTC"),
+    Field(
+        description=(
+            "ISO 8601; a value without offset is taken as UTC. Its UTC value must lie in years "
+            "1-9999: on 0001-01-01 the offset may not be ahead of UTC, on 9999-12-31 not behind."
+        ),
+        json_schema_extra={"pattern": DUE_DATE_PATTERN},
+    ),
     BeforeValidator(iso_text),
+    AfterValidator(in_utc_range),
     AfterValidator(as_utc),
 ]
 

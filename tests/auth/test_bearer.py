@@ -19,7 +19,12 @@ import taskapi.auth.tokens as tokens_module
 from taskapi.auth.tokens import TokenVerifier
 from taskapi.errors import InvalidTokenError, TokenExpiredError
 from tests.conftest import make_settings
-from tests.support.tokens import TEST_SECRET, make_token
+from tests.support.tokens import (
+    BAD_REGISTERED_CLAIMS,
+    MAX_NUMERIC_DATE,
+    TEST_SECRET,
+    make_token,
+)
 
 TASKS = "/api/v1/tasks"
 WRONG_SECRET = "wrong-secret-0123456789abcdef0123456789abcdef"
@@ -229,6 +234,55 @@ INVALID_TOKENS = {
 async def test_invalid_tokens_are_invalid_token(client: httpx.AsyncClient, make: Any) -> None:
     token = make()
     assert_401(await _get(client, f"Bearer {token}"), "INVALID_TOKEN")
+
+
+@pytest.mark.parametrize(
+    "overrides", list(BAD_REGISTERED_CLAIMS.values()), ids=list(BAD_REGISTERED_CLAIMS)
+)
+async def test_registered_claims_of_wrong_type_or_range_are_invalid_token(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, overrides: dict[str, Any]
+) -> None:
+    """A correctly signed token whose exp/nbf/iat is not a sane NumericDate, or whose sub is
+    only white space: 401 INVALID_TOKEN, never a 500 (with its traceback) or an acceptance."""
+    caplog.set_level(logging.ERROR)
+    response = await _get(client, f"Bearer {sign(claims(**overrides))}")
+    assert_401(response, "INVALID_TOKEN")
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"exp": time.time() + 600.5},
+        {"exp": MAX_NUMERIC_DATE},
+        {"iat": time.time() - 0.25, "nbf": 0},
+        {"sub": " alice "},
+    ],
+    ids=["fractional-exp", "exp-at-year-9999", "fractional-iat-nbf-zero", "sub-padded"],
+)
+async def test_registered_claims_at_their_bounds_are_accepted(
+    client: httpx.AsyncClient, overrides: dict[str, Any]
+) -> None:
+    """NumericDate may be fractional (RFC 7519 section 2); the bounds themselves are valid."""
+    response = await _get(client, f"Bearer {sign(claims(**overrides))}")
+    assert response.status_code == 200, response.text
+
+
+class TestBadClaimsCountAsFailedAuthentications:
+    """A token refused for its claims is charged to the client address like any failure."""
+
+    @pytest.fixture
+    def backend(self) -> str:
+        return "sqlite"  # the limiter does not depend on the database
+
+    @pytest.fixture
+    def settings_overrides(self) -> dict[str, Any]:
+        return {"rate_limit_enabled": True, "rate_limit_anonymous_per_minute": 2}
+
+    async def test_huge_exp_is_limited_per_address(self, client: httpx.AsyncClient) -> None:
+        bad = f"Bearer {sign(claims(exp=10**400))}"
+        codes = [(await _get(client, bad)).status_code for _ in range(4)]
+        assert codes == [401, 401, 429, 429]
 
 
 async def test_nbf_within_leeway_is_accepted(client: httpx.AsyncClient) -> None:

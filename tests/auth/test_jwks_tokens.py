@@ -31,7 +31,7 @@ from taskapi.auth.jwks import JWKSCache
 from taskapi.auth.tokens import Identity, TokenVerifier
 from taskapi.errors import AuthUnavailableError, InvalidTokenError
 from tests.conftest import make_settings
-from tests.support.tokens import TEST_SECRET
+from tests.support.tokens import BAD_REGISTERED_CLAIMS, MAX_NUMERIC_DATE, TEST_SECRET
 
 BASE_URL = "http://auth.local"
 JWKS_URL = f"{BASE_URL}/api/auth/jwks"
@@ -633,6 +633,31 @@ async def test_missing_sub_is_missing_sub_claim(harness: Harness, sub: Any) -> N
 async def test_unusable_sub_is_invalid_token(harness: Harness, sub: Any) -> None:
     verifier, _ = await harness.make()
     await refused(verifier, sign(ED, claims(sub=sub)))
+
+
+@pytest.mark.parametrize(
+    "overrides", list(BAD_REGISTERED_CLAIMS.values()), ids=list(BAD_REGISTERED_CLAIMS)
+)
+@pytest.mark.parametrize("key", [ED, EC, RSA], ids=lambda k: k.alg)
+async def test_registered_claims_of_wrong_type_or_range_are_refused(
+    harness: Harness, key: SigningKey, overrides: dict[str, Any]
+) -> None:
+    """exp/nbf/iat must be sane NumericDates and sub must hold a non-space character:
+    INVALID_TOKEN, never an OverflowError (a 500) or an acceptance."""
+    verifier, _ = await harness.make()
+    await refused(verifier, sign(key, claims(**overrides)))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"exp": time.time() + 900.5}, {"exp": MAX_NUMERIC_DATE}, {"nbf": 0, "iat": 0}],
+    ids=["fractional-exp", "exp-at-year-9999", "nbf-iat-zero"],
+)
+async def test_registered_claims_at_their_bounds_are_accepted(
+    harness: Harness, overrides: dict[str, Any]
+) -> None:
+    verifier, _ = await harness.make()
+    assert (await verifier.verify(sign(ED, claims(**overrides)))).sub == "user-123"
 
 
 async def test_expired_token_is_token_expired(harness: Harness) -> None:

@@ -5,7 +5,15 @@ with every built-in check (server errors, status codes, content types, response 
 headers, negative data rejection, positive data acceptance, unsupported methods, missing
 headers, ignored auth). Stateful: the state machine over the links schemathesis infers from
 the schema (POST -> GET/PUT/DELETE by id, ...), where `use_after_free` and
-`ensure_resource_availability` also apply.
+`ensure_resource_availability` also apply. Rate limiting is off (conftest's settings).
+
+Every case is sent as schemathesis generated it: no hook rewrites one. So the schema must say
+exactly what the service accepts (the cursor's format, the range of dates), and a positive
+case may only be answered 2xx, or 404 `TASK_NOT_FOUND` for a task id that does not exist
+(`positive_data_acceptance` is configured so; its default also lets 401, 403, 409, 429 and 5xx
+pass). And a run must have tested something: an expired token, say, would answer every case
+401 and pass every other check. So each operation without a task id must answer most of its
+positive cases 2xx, and so must the stateful run, where the ids come from created tasks.
 
 How it is wired:
 
@@ -14,7 +22,7 @@ How it is wired:
   proxy, which forwards every request to the app of the running test (one per backend).
 - The app's lifespan (which creates the engine) must run on schemathesis's event loop, the one
   requests are served on; `schemathesis.python.asgi.get_client(app)` starts it there.
-- Every request carries a valid HS256 token (`headers` in the config), so `ignored_auth`
+- Every request carries a valid HS256 token (`auth` of the bearer scheme in the config), so `ignored_auth`
   sees explicit credentials and probes each operation without and with a bad token.
 
 Bounded for CI: `FUZZ_MAX_EXAMPLES` (100) per operation, `FUZZ_STATEFUL_EXAMPLES` (50)
@@ -23,7 +31,6 @@ scenarios of up to `FUZZ_STATEFUL_STEPS` (10) calls.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import uuid
 from collections import Counter
@@ -38,7 +45,6 @@ from schemathesis.python import asgi as st_asgi
 
 from taskapi.app import create_app
 from taskapi.config import Settings
-from taskapi.tasks.contract import MAX_TASK_ID, Cursor, InvalidCursorError
 from tests.conftest import make_settings
 from tests.support.tokens import make_token
 
@@ -47,6 +53,8 @@ MAX_EXAMPLES = int(os.environ.get("FUZZ_MAX_EXAMPLES", "100"))
 STATEFUL_EXAMPLES = int(os.environ.get("FUZZ_STATEFUL_EXAMPLES", "50"))
 STATEFUL_STEPS = int(os.environ.get("FUZZ_STATEFUL_STEPS", "10"))
 TOKEN_TTL = 3600
+# Positive cases an operation (without a task id) or the stateful run must answer 2xx: most.
+MIN_POSITIVE_2XX_SHARE = 0.5
 
 
 class CurrentApp:
@@ -75,38 +83,50 @@ class CurrentApp:
 CURRENT = CurrentApp(create_app(make_settings("sqlite:///:memory:")))
 CONFIG = schemathesis.Config.from_dict(
     {
-        "headers": {"Authorization": f"Bearer {make_token('fuzzer', ttl=TOKEN_TTL)}"},
+        # Through the security scheme, so schemathesis knows the credentials are given (and
+        # probes each operation without them and with bad ones), never generates its own.
+        "auth": {"openapi": {"bearerAuth": {"bearer": make_token("fuzzer", ttl=TOKEN_TTL)}}},
         "generation": {"max-examples": MAX_EXAMPLES},
+        "checks": {
+            "enabled": True,
+            "positive_data_acceptance": {"expected-statuses": ["2xx", "404"]},
+        },
+        # Refusals that depend on state, not on the request's form; each is allowed only with
+        # its own code (checked in `STATEFUL_REFUSALS` below).
+        "operations": [
+            {
+                "include-path": "/api/v1/tasks",
+                "include-method": "POST",
+                "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "422"]}},
+            },
+            {
+                "include-path": "/api/v1/tasks/changes",
+                "checks": {
+                    "positive_data_acceptance": {"expected-statuses": ["2xx", "410", "422"]}
+                },
+            },
+            {
+                "include-path": "/api/v1/tasks/{task_id}",
+                "checks": {
+                    "positive_data_acceptance": {"expected-statuses": ["2xx", "304", "404", "412"]}
+                },
+                # Schemathesis 4.32's coverage phase sends `If-Match: 0` as a *positive* value
+                # of the entity-tag pattern (a generator false positive, like its issue #4592);
+                # the examples and fuzzing phases still cover these operations.
+                "phases": {"coverage": {"enabled": False}},
+            },
+        ],
     }
 )
+# A schema-valid request may still be refused for the state it meets: a key already used with
+# another body, a sync token of no user (a fuzzer's) or too old, a stale If-Match.
+STATEFUL_REFUSALS = {
+    422: {"IDEMPOTENCY_KEY_REUSED", "VALIDATION_ERROR"},
+    410: {"SYNC_TOKEN_EXPIRED"},
+    412: {"PRECONDITION_FAILED"},
+}
+TOKEN_REFUSED = "query.since: invalid sync token; use the `next` of an earlier answer"
 schema = schemathesis.openapi.from_asgi("/openapi.json", CURRENT, config=CONFIG)
-
-
-@schema.hook("map_case")
-def valid_cursor_in_positive_cases(context: Any, case: schemathesis.Case) -> schemathesis.Case:
-    """A positive case's `cursor` must be a cursor the service issued, not any short string.
-
-    The cursor is opaque (the `Link` of the previous page); JSON Schema cannot say which strings
-    decode, so positive cases get a well-formed cursor for a drawn id. Negative cases, and the
-    service's 422 for a forged cursor, are left as they are.
-    """
-    query = case.query or {}
-    cursor = query.get("cursor")
-    if (
-        case.meta is None
-        or not case.meta.generation.mode.is_positive
-        or not isinstance(cursor, str)
-    ):
-        return case
-    try:
-        Cursor.decode(cursor)
-    except InvalidCursorError:
-        digest = int.from_bytes(
-            hashlib.sha256(cursor.encode("utf-8", "surrogatepass")).digest()[:8]
-        )
-        last_id = digest % 64 if digest & 1 else digest % (MAX_TASK_ID + 1)
-        case.query = {**query, "cursor": Cursor.encode(last_id)}
-    return case
 
 
 @pytest.fixture(params=FUZZ_BACKENDS)
@@ -129,12 +149,40 @@ def fuzz_app(settings: Settings) -> Iterator[FastAPI]:
         st_asgi.shutdown_lifespans()
 
 
+class Tally(Counter[str]):
+    """What a test's cases got: per generation mode, how many, and how many were 2xx."""
+
+    def record(self, case: schemathesis.Case, status: int) -> None:
+        mode = case.meta.generation.mode.value if case.meta else "explicit"
+        self[mode] += 1
+        if 200 <= status < 300:
+            self[f"{mode} 2xx"] += 1
+
+    def positive_2xx_share(self) -> float:
+        return self["positive 2xx"] / self["positive"] if self["positive"] else 0.0
+
+    def summary(self) -> str:
+        return (
+            f"{sum(self[m] for m in ('positive', 'negative', 'explicit'))} cases: "
+            f"{self['positive']} positive ({self['positive 2xx']} 2xx, "
+            f"{self.positive_2xx_share():.0%}), {self['negative']} negative"
+        )
+
+
+def _has_task_id(case: schemathesis.Case) -> bool:
+    return "{task_id}" in case.path
+
+
 @pytest.fixture
-def calls(request: pytest.FixtureRequest, backend: str) -> Iterator[Counter[str]]:
-    """Counts the requests a test sent; printed with `-s` / `-rA`."""
-    counter: Counter[str] = Counter()
+def tally(request: pytest.FixtureRequest, backend: str) -> Iterator[Tally]:
+    """Counts what the test's cases got; printed with `-s` / `-rA`. After all the cases of a
+    stateless operation without a task id, most of its positive ones must have been 2xx (an
+    id drawn at random names no task: those answer 404, checked case by case)."""
+    counter = Tally()
     yield counter
-    print(f"\n[fuzz] {backend} {request.node.name}: {dict(counter)}")
+    print(f"\n[fuzz] {backend} {request.node.name}: {counter.summary()}")
+    if request.node.originalname == "test_api" and not counter["by id"]:
+        assert counter.positive_2xx_share() > MIN_POSITIVE_2XX_SHARE, counter.summary()
 
 
 @schema.parametrize()
@@ -143,13 +191,33 @@ def calls(request: pytest.FixtureRequest, backend: str) -> Iterator[Counter[str]
     database=None,
     suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
 )
-def test_api(case: schemathesis.Case, fuzz_app: FastAPI, calls: Counter[str]) -> None:
-    mode = case.meta.generation.mode.value if case.meta else "explicit"
-    calls[mode] += 1
-    case.call_and_validate()
+def test_api(case: schemathesis.Case, fuzz_app: FastAPI, tally: Tally) -> None:
+    tally["by id"] = int(_has_task_id(case))
+    response = case.call()
+    tally.record(case, response.status_code)
+    case.validate_response(response)
+    positive = case.meta is not None and case.meta.generation.mode.is_positive
+    if positive and response.status_code == 404:
+        # Only a task that does not exist, which the token's user was checked for.
+        assert _has_task_id(case), response.text
+        assert response.json()["code"] == "TASK_NOT_FOUND", response.text
+    if positive and response.status_code in STATEFUL_REFUSALS:
+        assert_stateful_refusal(case, response)
 
 
-def test_stateful(fuzz_app: FastAPI, calls: Counter[str]) -> None:
+def assert_stateful_refusal(case: schemathesis.Case, response: Any) -> None:
+    """A positive case refused for the state it met, with that state's own code: never a
+    VALIDATION_ERROR about the request's form (only a sync token of no user's is one)."""
+    body = response.json()
+    assert body["code"] in STATEFUL_REFUSALS[response.status_code], response.text
+    if body["code"] == "VALIDATION_ERROR":
+        assert case.path.endswith("/changes"), response.text
+        assert body["detail"] == TOKEN_REFUSED, response.text
+
+
+def test_stateful(fuzz_app: FastAPI, tally: Tally) -> None:
+    by_id_2xx: Counter[str] = Counter()
+
     class TaskWorkflow(schema.as_state_machine()):  # type: ignore[misc]
         """Each scenario runs as a fresh user, so earlier scenarios' tasks never show up in it
         (which would make the responses, and so the links, differ when Hypothesis replays)."""
@@ -157,16 +225,20 @@ def test_stateful(fuzz_app: FastAPI, calls: Counter[str]) -> None:
         def setup(self) -> None:
             self.user = f"fuzz-{uuid.uuid4().hex}"
             self.auth = {"Authorization": f"Bearer {make_token(self.user, ttl=TOKEN_TTL)}"}
-            calls["scenarios"] += 1
+            tally["scenarios"] += 1
 
         def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
             return {"headers": self.auth}
 
         def after_call(self, response: schemathesis.Response, case: schemathesis.Case) -> None:
             super().after_call(response, case)
-            calls["calls"] += 1
+            tally.record(case, response.status_code)
             if case.path.startswith("/api/") and 200 <= response.status_code < 300:
+                if _has_task_id(case):
+                    by_id_2xx[case.method.upper()] += 1
                 body = response.json() if response.content else None
+                if case.path.endswith("/changes"):
+                    body = [change for change in body["changes"] if not change.get("deleted")]
                 tasks = body if isinstance(body, list) else [body] if body else []
                 assert all(task["user_id"] == self.user for task in tasks), body
 
@@ -179,3 +251,7 @@ def test_stateful(fuzz_app: FastAPI, calls: Counter[str]) -> None:
             suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
         )
     )
+    print(f"\n[fuzz] stateful 2xx by id: {dict(by_id_2xx)}")
+    assert tally.positive_2xx_share() > MIN_POSITIVE_2XX_SHARE, tally.summary()
+    # The links were followed: tasks were read, updated and deleted by the ids they got.
+    assert set(by_id_2xx) == {"GET", "PUT", "PATCH", "DELETE"}, dict(by_id_2xx)

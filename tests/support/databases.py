@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
-IN_CI = os.environ.get("CI") == "true"
 T = TypeVar("T")
 
 
@@ -26,13 +24,6 @@ def run_sync(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion from sync code, even inside a running event loop."""
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coroutine).result()
-
-
-def skip_or_fail(message: str) -> None:
-    """Skip outside CI; with CI=true a missing dependency is a failure."""
-    if IN_CI:
-        pytest.fail(f"{message} (CI=true: nothing may skip)")
-    pytest.skip(message)
 
 
 async def _can_connect(url: str) -> bool:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import asyncpg
 import pytest
 
 from .pgbouncer import PgBouncer, require_pgbouncer
 from .pgcluster import PrivateCluster, require_pg_bindir
-
-asyncpg = pytest.importorskip("asyncpg")
 
 SSL_QUERY = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
 
@@ -202,7 +201,9 @@ def test_bouncer_shared_cluster():
     from .pgcluster import port_is_open
 
     if not port_is_open("127.0.0.1", 5432):
-        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+        pytest.skip(
+            "no PostgreSQL on 127.0.0.1:5432: apt-get install postgresql and start its cluster"
+        )
     with PgBouncer(upstream_port=5432) as b:
         try:
             val = asyncio.run(
@@ -212,5 +213,8 @@ def test_bouncer_shared_cluster():
             asyncpg.InvalidCatalogNameError,
             asyncpg.InvalidAuthorizationSpecificationError,
         ) as e:
-            pytest.skip(f"shared cluster not usable: {e}")
+            pytest.skip(
+                f"the PostgreSQL on 127.0.0.1:5432 has no database `test` open to user "
+                f"postgres through PgBouncer: {e}"
+            )
         assert val == "test"

@@ -337,13 +337,19 @@ async def test_first_sync_then_incremental_with_deletions(client: httpx.AsyncCli
 async def test_a_token_of_another_user_or_malformed_is_422(client: httpx.AsyncClient) -> None:
     await create(client)
     _, token = await sync(client, None)
-    for since, who in [(token, BOB), ("nonsense", ALICE), (token[:-2], ALICE), ("", ALICE)]:
-        response = await client.get(CHANGES, params={"since": since}, headers=who)
+    forged = token[:-16] + "0" * 16  # well-formed, but no user's
+    for since in [token, forged]:
+        response = await client.get(CHANGES, params={"since": since}, headers=BOB)
         assert response.status_code == 422, (since, response.text)
         assert response.json() == {
             "detail": "query.since: invalid sync token; use the `next` of an earlier answer",
             "code": "VALIDATION_ERROR",
-        }
+        }  # says nothing more
+    for since in ["nonsense", token[:-2], "", token + "0"]:
+        response = await client.get(CHANGES, params={"since": since}, headers=ALICE)
+        assert response.status_code == 422, (since, response.text)
+        assert response.json()["code"] == "VALIDATION_ERROR"
+        assert "since" in response.json()["detail"]
 
 
 async def test_a_token_older_than_the_deletions_kept_is_410(client: httpx.AsyncClient) -> None:
@@ -432,3 +438,12 @@ async def test_replicas_rebuilt_from_the_feed_equal_the_server(
         apply(replicas[client_no], changes)
         note(f"client {client_no}: {sorted(replicas[client_no])} vs {sorted(server)}")
         assert replicas[client_no] == server
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+async def test_the_change_feed_is_read_only(client: httpx.AsyncClient, method: str) -> None:
+    """405 with `Allow: GET, HEAD`, not a 422 for a task id "changes"."""
+    response = await client.request(method, CHANGES, headers=ALICE)
+    assert response.status_code == 405
+    assert response.json()["code"] == "METHOD_NOT_ALLOWED"
+    assert response.headers["allow"] == "GET, HEAD"
