@@ -22,8 +22,8 @@ How it is wired:
   proxy, which forwards every request to the app of the running test (one per backend).
 - The app's lifespan (which creates the engine) must run on schemathesis's event loop, the one
   requests are served on; `schemathesis.python.asgi.get_client(app)` starts it there.
-- Every request carries a valid HS256 token (`auth` of the bearer scheme in the config), so `ignored_auth`
-  sees explicit credentials and probes each operation without and with a bad token.
+- Every request carries a valid HS256 token (the bearer scheme's `auth` in the config), so
+  `ignored_auth` sees explicit credentials and probes each operation without and with a bad token.
 
 Bounded for CI: `FUZZ_MAX_EXAMPLES` (100) per operation, `FUZZ_STATEFUL_EXAMPLES` (50)
 scenarios of up to `FUZZ_STATEFUL_STEPS` (10) calls.
@@ -237,7 +237,7 @@ def test_stateful(fuzz_app: FastAPI, tally: Tally) -> None:
                 if _has_task_id(case):
                     by_id_2xx[case.method.upper()] += 1
                 body = response.json() if response.content else None
-                if case.path.endswith("/changes"):
+                if case.path.endswith("/changes") and isinstance(body, dict):
                     body = [change for change in body["changes"] if not change.get("deleted")]
                 tasks = body if isinstance(body, list) else [body] if body else []
                 assert all(task["user_id"] == self.user for task in tasks), body

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from taskapi.app import create_app
-from taskapi.tasks.router import MAX_TASK_ID, Cursor, InvalidCursorError
+from taskapi.tasks.contract import MAX_TASK_ID, Cursor, InvalidCursorError
 from taskapi.tasks.schemas import TaskCreate, TaskUpdate
 from tests.conftest import make_settings
 from tests.support.tokens import auth
