@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 SUB ?= dev-user
 
-.PHONY: run test check lint format typecheck token bench bench-sweep lock clean
+.PHONY: run test check lint format typecheck token bench bench-sweep lock clean screenshots
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -52,6 +52,10 @@ bench: $(VENV)/.dev
 
 bench-sweep: $(VENV)/.dev
 	$(BIN)/python bench/run.py --sweep $(BENCH_ARGS)
+
+## make screenshots: the browser tests, saving their screenshots to docs/screenshots/
+screenshots: $(VENV)/.dev
+	SCREENSHOT_DIR=docs/screenshots $(BIN)/pytest tests/frontend $(PYTEST_ARGS)
 
 ## make lock: re-pin requirements*.txt from requirements*.in
 lock: $(VENV)/.dev
