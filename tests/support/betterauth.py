@@ -64,7 +64,8 @@ class Rotation:
 def _node_modules_current(project: Path) -> bool:
     """Whether node_modules holds exactly the versions package.json pins."""
     manifest = json.loads((project / "package.json").read_text())
-    for name, version in manifest.get("dependencies", {}).items():
+    pinned = {**manifest.get("dependencies", {}), **manifest.get("devDependencies", {})}
+    for name, version in pinned.items():
         installed = project / "node_modules" / name / "package.json"
         try:
             if json.loads(installed.read_text()).get("version") != version:
