@@ -13,7 +13,7 @@ from types import ModuleType
 
 import pytest
 
-from tests.support.betterauth import BetterAuthUnavailableError, ensure_node_project
+from tests.support.betterauth import PROJECT_DIR, BetterAuthUnavailableError, ensure_node_project
 from tests.support.databases import ROOT, skip_or_fail
 
 CLIENT_DIR = ROOT / "clients" / "typescript"
@@ -70,6 +70,25 @@ def test_client_type_checks(client_package: Path) -> None:
     result = subprocess.run(
         [str(client_package / "node_modules" / ".bin" / "tsc"), "--noEmit", "-p", "."],
         cwd=client_package,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_browser_test_page_type_checks(client_package: Path) -> None:
+    """The browser test page (tests/betterauth/page/app.ts, which esbuild bundles without
+    checking types) type-checks against Better Auth's client and the typed client."""
+    try:
+        ensure_node_project(PROJECT_DIR)
+    except BetterAuthUnavailableError as exc:
+        skip_or_fail(f"the browser test page needs Node.js and npm: {exc}")
+    page = PROJECT_DIR / "page"
+    result = subprocess.run(
+        [str(client_package / "node_modules" / ".bin" / "tsc"), "--noEmit", "-p", str(page)],
+        cwd=page,
         capture_output=True,
         text=True,
         timeout=300,

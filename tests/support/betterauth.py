@@ -22,6 +22,7 @@ from typing import IO, Any
 import httpx
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent / "betterauth"
+CLIENT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "clients" / "typescript"
 SUPPORTED_ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256", "HS256")
 SESSION_COOKIE = "better-auth.session_token"
 
@@ -129,6 +130,7 @@ class BetterAuthServer:
         request_timeout: float = 10.0,
         project: Path = PROJECT_DIR,
         hs256_secret: str | None = None,
+        serve_test_page: bool = False,
     ) -> None:
         if alg not in SUPPORTED_ALGORITHMS:
             raise ValueError(f"alg must be one of {SUPPORTED_ALGORITHMS}, not {alg!r}")
@@ -136,6 +138,7 @@ class BetterAuthServer:
             raise ValueError("alg='HS256' needs hs256_secret (the secret shared with the API)")
         self.alg = alg
         self.hs256_secret = hs256_secret
+        self.serve_test_page = serve_test_page
         self.secret = secret or secrets.token_urlsafe(32)
         self._requested_port = port
         self._grace_period = grace_period
@@ -170,6 +173,11 @@ class BetterAuthServer:
             env["JWT_EXPIRATION"] = self._jwt_expiration
         if self.hs256_secret is not None:
             env["HS256_SECRET"] = self.hs256_secret
+        if self.serve_test_page:
+            # The browser test page under /app/, bundled with the typed client, whose
+            # dependencies come from its own package.
+            ensure_node_project(CLIENT_PROJECT_DIR)
+            env["TEST_PAGE"] = "1"
         for name in ("NODE_ENV", "TEST"):  # Better Auth relaxes origin checks in "test" mode
             env.pop(name, None)
         self._process = subprocess.Popen(
