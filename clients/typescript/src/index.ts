@@ -14,6 +14,8 @@ export type Task = components["schemas"]["TaskRead"];
 export type TaskCreate = components["schemas"]["TaskCreate"];
 export type TaskUpdate = components["schemas"]["TaskUpdate"];
 export type Priority = components["schemas"]["Priority"];
+/** A deleted task in the change feed (`GET /api/v1/tasks/changes`). */
+export type Tombstone = components["schemas"]["Tombstone"];
 /** Every error response's body: `{ detail, code }` (the README lists the codes). */
 export type ErrorBody = components["schemas"]["ErrorBody"];
 

@@ -51,8 +51,31 @@ export interface paths {
          */
         get: operations["list_tasks_api_v1_tasks_get"];
         put?: never;
-        /** Create a task */
+        /**
+         * Create a task
+         * @description With an `Idempotency-Key`, a retry (the same key and body, within `IDEMPOTENCY_TTL_HOURS`) gets the first answer again, byte for byte, with `Idempotent-Replayed: true`, and no second task is created.
+         */
         post: operations["create_task_api_v1_tasks_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/tasks/changes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * What changed since a sync token
+         * @description Without `since`: every current task (no deletions), a page at a time; the last page's `next` is the client's sync point. With `since`: every task created, updated or deleted after it, each once, in its latest state, a deleted one as `{"id", "deleted": true, "version"}`. A client must ignore deletions of tasks it does not hold. Deletions are kept `TOMBSTONE_RETENTION_DAYS`: an older token is 410 `SYNC_TOKEN_EXPIRED` (sync again without `since`).
+         */
+        get: operations["task_changes_api_v1_tasks_changes_get"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -69,8 +92,8 @@ export interface paths {
         /** Get a task */
         get: operations["get_task_api_v1_tasks__task_id__get"];
         /**
-         * Update a task (partial)
-         * @description Only the fields sent change; `null` clears `description`, `priority` or `due_date`. Read-only fields (`id`, `user_id`, `created_at`, `updated_at`) are ignored, so a task read with GET can be sent back as it is.
+         * Update a task (partial, as the specification's PUT)
+         * @description Only the fields sent change; `null` clears `description`, `priority` or `due_date`; `null` for `title` or `completed` is a 422. Read-only fields (`id`, `user_id`, `created_at`, `updated_at`, `version`) are ignored, so a task read with GET can be sent back as it is.
          */
         put: operations["update_task_api_v1_tasks__task_id__put"];
         post?: never;
@@ -78,13 +101,38 @@ export interface paths {
         delete: operations["delete_task_api_v1_tasks__task_id__delete"];
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Update a task (JSON Merge Patch, RFC 7396)
+         * @description Only the fields sent change; `null` clears `description`, `priority` or `due_date`; `null` for `title` or `completed` is a 422. Read-only fields (`id`, `user_id`, `created_at`, `updated_at`, `version`) are ignored, so a task read with GET can be sent back as it is. Send `application/merge-patch+json` (or `application/json`).
+         */
+        patch: operations["patch_task_api_v1_tasks__task_id__patch"];
         trace?: never;
     };
 }
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * Changes
+         * @description A page of the change feed.
+         */
+        Changes: {
+            /**
+             * Changes
+             * @description Changed tasks in their latest state, and deleted ones, in commit order
+             */
+            changes: (components["schemas"]["TaskRead"] | components["schemas"]["Tombstone"])[];
+            /**
+             * Next
+             * @description The sync token to send as `since` next time
+             */
+            next: string;
+            /**
+             * More
+             * @description Whether more changes follow now (ask again with `next`)
+             */
+            more: boolean;
+        };
         /**
          * ErrorBody
          * @description The body of every error response.
@@ -149,6 +197,11 @@ export interface components {
              * Format: date-time
              */
             updated_at: string;
+            /**
+             * Version
+             * @description Grows on every write of the task; the `ETag` of single-task responses
+             */
+            version: number;
         };
         /**
          * TaskUpdate
@@ -169,6 +222,21 @@ export interface components {
             priority?: components["schemas"]["Priority"] | null;
             /** Due Date */
             due_date?: string | null;
+        };
+        /**
+         * Tombstone
+         * @description A deleted task, as the change feed reports it.
+         */
+        Tombstone: {
+            /** Id */
+            id: number;
+            /**
+             * Deleted
+             * @description Always true
+             */
+            deleted: boolean;
+            /** Version */
+            version: number;
         };
     };
     responses: never;
@@ -298,7 +366,10 @@ export interface operations {
     create_task_api_v1_tasks_post: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description 1-255 visible ASCII characters naming this create across retries */
+                "Idempotency-Key"?: string | null;
+            };
             path?: never;
             cookie?: never;
         };
@@ -308,9 +379,13 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Successful Response */
+            /** @description The task, created (or the first answer, replayed) */
             201: {
                 headers: {
+                    /** @description The task's version, e.g. `"3"` */
+                    ETag?: string;
+                    /** @description The task's URL */
+                    Location?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -335,6 +410,15 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description A request with this `Idempotency-Key` is still running; see `Retry-After` */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
             /** @description Request body larger than the configured limit */
             413: {
                 headers: {
@@ -346,6 +430,76 @@ export interface operations {
             };
             /** @description Request body is not JSON */
             415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input (`VALIDATION_ERROR`), or the `Idempotency-Key` was used with another body (`IDEMPOTENCY_KEY_REUSED`) */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit exceeded; see `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database or key set unavailable; see `Retry-After` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    task_changes_api_v1_tasks_changes_get: {
+        parameters: {
+            query?: {
+                /** @description A `next` of an earlier answer */
+                since?: string | null;
+                /** @description Changes per page */
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Changes"];
+                };
+            };
+            /** @description Missing, malformed, invalid or expired token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The sync token is older than the deletions kept: sync again */
+            410: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -385,7 +539,10 @@ export interface operations {
     get_task_api_v1_tasks__task_id__get: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description 304 if the task's `ETag` is one of these, or `*` */
+                "if-none-match"?: string | null;
+            };
             path: {
                 /** @description The task's id */
                 task_id: number;
@@ -394,14 +551,25 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description The task */
             200: {
                 headers: {
+                    /** @description The task's version, e.g. `"3"` */
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": components["schemas"]["TaskRead"];
                 };
+            };
+            /** @description `If-None-Match` names the current `ETag` */
+            304: {
+                headers: {
+                    /** @description The task's version, e.g. `"3"` */
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Missing, malformed, invalid or expired token */
             401: {
@@ -453,7 +621,10 @@ export interface operations {
     update_task_api_v1_tasks__task_id__put: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Write only if the task's `ETag` is one of these (e.g. `"3"`), or `*` for any: else 412 `PRECONDITION_FAILED` and nothing changes */
+                "if-match"?: string | null;
+            };
             path: {
                 /** @description The task's id */
                 task_id: number;
@@ -466,9 +637,11 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Successful Response */
+            /** @description The task */
             200: {
                 headers: {
+                    /** @description The task's version, e.g. `"3"` */
+                    ETag?: string;
                     [name: string]: unknown;
                 };
                 content: {
@@ -495,6 +668,15 @@ export interface operations {
             };
             /** @description Task not found, or owned by someone else */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `If-Match` does not name the task's current `ETag`: nothing was changed */
+            412: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -552,7 +734,10 @@ export interface operations {
     delete_task_api_v1_tasks__task_id__delete: {
         parameters: {
             query?: never;
-            header?: never;
+            header?: {
+                /** @description Write only if the task's `ETag` is one of these (e.g. `"3"`), or `*` for any: else 412 `PRECONDITION_FAILED` and nothing changes */
+                "if-match"?: string | null;
+            };
             path: {
                 /** @description The task's id */
                 task_id: number;
@@ -579,6 +764,128 @@ export interface operations {
             };
             /** @description Task not found, or owned by someone else */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `If-Match` does not name the task's current `ETag`: nothing was changed */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `detail` names the offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit exceeded; see `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database or key set unavailable; see `Retry-After` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    patch_task_api_v1_tasks__task_id__patch: {
+        parameters: {
+            query?: never;
+            header?: {
+                /** @description Write only if the task's `ETag` is one of these (e.g. `"3"`), or `*` for any: else 412 `PRECONDITION_FAILED` and nothing changes */
+                "if-match"?: string | null;
+            };
+            path: {
+                /** @description The task's id */
+                task_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/merge-patch+json": components["schemas"]["TaskUpdate"];
+            };
+        };
+        responses: {
+            /** @description The task */
+            200: {
+                headers: {
+                    /** @description The task's version, e.g. `"3"` */
+                    ETag?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TaskRead"];
+                };
+            };
+            /** @description Request body is not parseable JSON (e.g. not UTF-8, or nested too deeply) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, malformed, invalid or expired token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Task not found, or owned by someone else */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description `If-Match` does not name the task's current `ETag`: nothing was changed */
+            412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Request body larger than the configured limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Request body is not JSON */
+            415: {
                 headers: {
                     [name: string]: unknown;
                 };

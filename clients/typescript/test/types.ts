@@ -29,6 +29,19 @@ export async function everyOperation(): Promise<Task[]> {
   });
   const completed: boolean | undefined = updated.data?.completed;
 
+  // A conditional write: the ETag last seen as If-Match (412 PRECONDITION_FAILED if stale).
+  const etag = updated.response.headers.get("ETag") ?? "*";
+  const patched = await api.PATCH("/api/v1/tasks/{task_id}", {
+    params: { path: { task_id: task.id }, header: { "if-match": etag } },
+    body: { priority: null },
+  });
+  const version: number | undefined = patched.data?.version;
+
+  const feed = await api.GET("/api/v1/tasks/changes", { params: { query: { limit: 100 } } });
+  const deletedIds = (feed.data?.changes ?? []).flatMap((change) =>
+    "deleted" in change ? [change.id] : [],
+  );
+
   const page = await api.GET("/api/v1/tasks", {
     params: { query: { completed: true, priority: "high", limit: 50 } },
   });
@@ -39,7 +52,7 @@ export async function everyOperation(): Promise<Task[]> {
     params: { path: { task_id: task.id } },
   });
   const status: number = deleted.response.status;
-  void [location, title, completed, status];
+  void [location, title, completed, version, deletedIds, status];
   return [...(page.data ?? []), ...(next.data ?? [])];
 }
 
@@ -52,7 +65,9 @@ export async function refused(): Promise<void> {
   await api.GET("/api/v1/tasks/{task_id}", { params: { path: { task_id: "1" } } });
   // @ts-expect-error -- no such path
   await api.GET("/api/v1/task");
-  // @ts-expect-error -- PATCH is not an operation of this API
+  // @ts-expect-error -- POST is not an operation on a task
+  await api.POST("/api/v1/tasks/{task_id}", { params: { path: { task_id: 1 } } });
+  // @ts-expect-error -- a PATCH needs a body
   await api.PATCH("/api/v1/tasks/{task_id}", { params: { path: { task_id: 1 } } });
   const read = await api.GET("/api/v1/tasks/{task_id}", { params: { path: { task_id: 1 } } });
   // @ts-expect-error -- tasks have no `name`
