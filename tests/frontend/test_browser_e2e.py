@@ -5,9 +5,10 @@ origin; a real `uvicorn main:app` on another origin is configured with Better Au
 only (no shared secret) and that origin in CORS_ORIGINS. The page signs up, out and in with
 Better Auth's client, takes the JWT from /api/auth/token and, through the typed client
 (clients/typescript, bundled by esbuild), creates, lists (two pages by the Link cursor), reads,
-updates, filters and deletes tasks, and reads a 401 as the browser sees it. Each of those
-calls is cross-origin with Authorization: the browser preflights it, and the page can read
-only the headers the API exposes (Location, Link, RateLimit, ETag once the API sends it).
+updates (with the ETag it read as If-Match, after a stale one is refused with 412), filters
+and deletes tasks, and reads a 401 as the browser sees it. Each of those calls is cross-origin
+with Authorization: the browser preflights it, and the page can read only the headers the API
+exposes (Location, Link, RateLimit, RateLimit-Policy, X-Request-ID, ETag).
 
 The page writes what it saw into the DOM; the test waits for it with a deadline and asserts on
 it, on the requests the browser recorded, and on the user row the API provisioned.
@@ -99,7 +100,6 @@ def test_front_end_path_across_origins(
     shown = json.dumps(result, indent=2)[:6000]
     assert done == "ok", f"{shown}\nconsole: {page.console[-20:]}\napi: {api.output()}"
     assert all(step["ok"] for step in result["steps"]), shown
-    assert len(result["steps"]) == 17, shown
 
     # The JWT is Better Auth's own (EdDSA, from its key set), and the API accepted it with
     # no shared secret configured: it was verified against JWKS_URL.
@@ -128,22 +128,29 @@ def test_front_end_path_across_origins(
         ("Review the pull request", "medium", False),
     ]
 
-    # ETag: readable by the page exactly when the API sends one (it does not yet).
+    # ETag: readable by the page exactly when the API sends one; then the page also made a
+    # conditional write (If-Match, a header the preflight must allow): refused when stale,
+    # applied with the ETag it read.
     token = betterauth.get_jwt(betterauth.sign_in(email, PASSWORD))
-    review = result["final"][1]["id"]
+    report = result["final"][0]["id"]
     direct = httpx.get(
-        f"{api.base_url}{TASKS}/{review}",
+        f"{api.base_url}{TASKS}/{report}",
         headers={"Authorization": f"Bearer {token}", "Origin": betterauth.base_url},
     )
     assert direct.status_code == 200
-    assert (result["read"]["headers"]["ETag"] is not None) == ("etag" in direct.headers)
+    etag = direct.headers.get("etag")
+    assert (result["read"]["headers"]["ETag"] is None) == (etag is None), shown
+    assert result["update"]["etag"] == etag, shown
+    conditional = [s["name"] for s in result["steps"] if "If-Match" in s["name"]]
+    assert len(conditional) == (2 if etag else 0), conditional
+    assert len(result["steps"]) == 17 + len(conditional) // 2, shown
 
     # What the browser did: requests to the two origins only, and a CORS preflight before the
     # API calls that need one (Authorization, JSON bodies, PUT and DELETE).
     assert page.foreign_requests({betterauth.base_url, api.base_url}) == []
     to_api = [r for r in page.requests.values() if r.origin == api.base_url]
     preflights = {r.url.removeprefix(api.base_url) for r in to_api if r.method == "OPTIONS"}
-    assert {TASKS, f"{TASKS}/{review}"} <= {p.partition("?")[0] for p in preflights}, preflights
+    assert {TASKS, f"{TASKS}/{report}"} <= {p.partition("?")[0] for p in preflights}, preflights
     for request in to_api:
         if request.method != "OPTIONS":
             assert (request.status or 599) < 500, request

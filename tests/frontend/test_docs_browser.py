@@ -156,6 +156,7 @@ def test_swagger_ui_authorize_and_try_it_out_offline(
         ".getBoundingClientRect().bottom + window.scrollY"
     )
     page.evaluate("window.scrollTo(0, 0)")
+    page.send("Input.dispatchMouseEvent", {"type": "mouseMoved", "x": 0, "y": 0})  # no hover
     save_screenshot(page, "docs.png", height=int(bottom) + 16)
 
 

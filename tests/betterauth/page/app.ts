@@ -137,12 +137,12 @@ async function run(): Promise<void> {
     if (data) created.push(data);
     result["create"] = { status: response.status, headers };
   }
-  const [report, review, plan] = created as [Task, Task, Task];
+  const [report, , plan] = created as [Task, Task, Task];
   result["created"] = created.map((task) => task.id);
 
   const first = await api.GET("/api/v1/tasks", { params: { query: { limit: 2 } } });
   const cursor = nextCursor(first.response);
-  const firstHeaders = exposed(first.response, ["Link", "RateLimit", "ETag"]);
+  const firstHeaders = exposed(first.response, ["Link", "RateLimit"]);
   record("list, first page of 2 (GET)", first.data?.length === 2 && cursor !== null, {
     status: first.response.status,
     ids: first.data?.map((task) => task.id) ?? null,
@@ -161,31 +161,45 @@ async function run(): Promise<void> {
   };
 
   const read = await api.GET("/api/v1/tasks/{task_id}", {
-    params: { path: { task_id: review.id } },
+    params: { path: { task_id: report.id } },
   });
   const readHeaders = exposed(read.response, ["ETag", "RateLimit"]);
-  record("read one (GET)", read.data?.title === review.title, {
+  record("read one (GET)", read.data?.title === report.title, {
     status: read.response.status,
     title: read.data?.title ?? null,
     ...readHeaders,
   });
   result["read"] = { status: read.response.status, headers: readHeaders };
 
+  // A conditional write when the API has ETags: a stale If-Match changes nothing (412), the
+  // ETag just read lets it through. Without ETags, an unconditional PUT.
+  const etag = readHeaders["ETag"];
+  if (etag) {
+    const stale = await api.PUT("/api/v1/tasks/{task_id}", {
+      params: { path: { task_id: report.id }, header: { "if-match": '"0"' } },
+      body: { completed: true },
+    });
+    record("stale If-Match: 412, nothing changed (PUT)", stale.error?.code === "PRECONDITION_FAILED", {
+      status: stale.response.status,
+      code: stale.error?.code ?? null,
+    });
+  }
   const updated = await api.PUT("/api/v1/tasks/{task_id}", {
-    params: { path: { task_id: report.id } },
+    params: { path: { task_id: report.id }, ...(etag ? { header: { "if-match": etag } } : {}) },
     body: { completed: true, priority: "low" },
   });
+  const newEtag = updated.response.headers.get("ETag");
   record(
-    "update (PUT)",
-    updated.data?.completed === true && updated.data.priority === "low",
+    etag ? "update with the ETag as If-Match (PUT)" : "update (PUT)",
+    updated.data?.completed === true && updated.data.priority === "low" && newEtag !== etag,
     {
       status: updated.response.status,
       completed: updated.data?.completed ?? null,
       priority: updated.data?.priority ?? null,
-      ETag: updated.response.headers.get("ETag"),
+      ETag: newEtag,
     },
   );
-  result["update"] = { status: updated.response.status, task: updated.data };
+  result["update"] = { status: updated.response.status, task: updated.data, etag: newEtag };
 
   const done = await api.GET("/api/v1/tasks", { params: { query: { completed: true } } });
   record("filter completed=true (GET)", done.data?.length === 1, {
