@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 SUB ?= dev-user
 
-.PHONY: run test check lint format typecheck token bench bench-sweep lock clean
+.PHONY: run test check lint format typecheck token bench bench-sweep lock clean screenshots client
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -40,7 +40,7 @@ format: $(VENV)/.dev
 	$(BIN)/ruff check --fix .
 
 typecheck: $(VENV)/.dev
-	$(BIN)/mypy main.py taskapi migrations tests bench
+	$(BIN)/mypy main.py taskapi migrations tests bench clients/typescript/generate.py
 
 check: lint typecheck test
 
@@ -55,6 +55,14 @@ bench: $(VENV)/.dev
 
 bench-sweep: $(VENV)/.dev
 	$(BIN)/python bench/run.py --sweep $(BENCH_ARGS)
+
+## make client: regenerate clients/typescript/src/schema.d.ts from the running service's /openapi.json
+client: $(VENV)/.runtime
+	$(BIN)/python clients/typescript/generate.py
+
+## make screenshots: the browser tests, saving their screenshots to docs/screenshots/
+screenshots: $(VENV)/.dev
+	SCREENSHOT_DIR=docs/screenshots $(BIN)/pytest tests/frontend $(PYTEST_ARGS)
 
 ## make lock: re-pin requirements*.txt from requirements*.in
 lock: $(VENV)/.dev

@@ -24,6 +24,7 @@ from taskapi.auth.jwks import JWKSCache
 from taskapi.auth.tokens import TokenVerifier
 from taskapi.config import Settings, load_settings
 from taskapi.db import Database, open_database
+from taskapi.docs import install_docs
 from taskapi.errors import error_response, install_error_handlers
 from taskapi.health import router as health_router
 from taskapi.middleware import EdgeMiddleware
@@ -263,6 +264,10 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
         version=__version__,
         description=DESCRIPTION,
         lifespan=_lifespan(settings),
+        # FastAPI's pages load their assets from a CDN: taskapi.docs serves its own instead.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
         redirect_slashes=False,
         strict_content_type=False,  # a body without Content-Type is read as JSON
         telemetry={
@@ -274,5 +279,6 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(tasks_router)
+    install_docs(app)
     _install_openapi(app)
     return app

@@ -12,6 +12,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import func, select
 
+from taskapi.docs import CONTENT_SECURITY_POLICY
 from taskapi.models import tasks
 from tests.support.tokens import auth
 
@@ -471,6 +472,22 @@ async def test_docs_are_html(client: httpx.AsyncClient, path: str) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "/openapi.json" in response.text
+    # Served from this origin only (tests/frontend/test_docs_browser.py runs them in Chromium).
+    assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert "http://" not in response.text
+    assert "https://" not in response.text
+    assert "<script>" not in response.text  # no inline script: every script has a src
+    for asset in re.findall(r'(?:src|href)="([^"]+)"', response.text):
+        assert asset.startswith("/docs/static/"), asset
+        fetched = await client.get(asset)
+        assert fetched.status_code == 200, asset
+        assert len(fetched.content) > 0, asset
+
+
+async def test_fastapi_cdn_docs_routes_are_gone(client: httpx.AsyncClient) -> None:
+    response = await client.get("/docs/oauth2-redirect")
+    assert response.status_code == 404
+    assert response.json()["code"] == "NOT_FOUND"
 
 
 def _ref_name(schema: dict[str, Any]) -> str | None:

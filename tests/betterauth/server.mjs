@@ -10,8 +10,15 @@
 //   JWKS_GRACE_PERIOD    seconds a rotated-out key stays published (default 3600)
 //   JWT_EXPIRATION       JWT lifetime, Better Auth syntax (default "15m")
 //   EXIT_ON_STDIN_EOF    "1" = shut down when stdin closes (the Python harness sets this)
+//   TEST_PAGE            "1" = also serve the browser test page (page/) under /app/, its script
+//                        bundled at start by esbuild with the typed client (clients/typescript)
 //
 // Prints "READY <port>" on stdout once listening; the base URL is http://127.0.0.1:<port>.
+//
+// With TEST_PAGE=1, from Better Auth's own origin (as a Next.js front end is):
+//   GET  /app/               page/index.html: signs up and in, takes the JWT, calls the Task API
+//   GET  /app/app.js         page/app.ts with better-auth/client and the typed client, bundled
+//   GET  /app/app.css        page/app.css
 //
 // Test-only endpoints (never expose this server beyond loopback):
 //   POST /test/rotate        expire every live signing key and mint a new one; the old keys stay
@@ -21,6 +28,7 @@
 //   POST /test/jwks-status   body {"status": 503} makes GET /api/auth/jwks answer that status
 //                            (simulated outage); {"status": null} restores it. -> {"status": ...}
 //   GET  /test/keys          {"signing": kid or null, "kids": [all kids in the table]}
+import { readFile } from "node:fs/promises";
 import http from "node:http";
 import { betterAuth } from "better-auth";
 import { memoryAdapter } from "better-auth/adapters/memory";
@@ -118,6 +126,37 @@ async function readJson(req) {
   return text ? JSON.parse(text) : {};
 }
 
+// The browser test page, built once at start (only with TEST_PAGE=1: esbuild is not needed
+// otherwise). The bundle is ES2020 for the browser; nothing is written to disk.
+async function buildTestPage() {
+  const esbuild = await import("esbuild");
+  const page = new URL("./page/", import.meta.url);
+  const bundle = await esbuild.build({
+    entryPoints: [new URL("app.ts", page).pathname],
+    bundle: true,
+    write: false,
+    format: "esm",
+    platform: "browser",
+    target: "es2020",
+    sourcemap: "inline",
+    logLevel: "error",
+  });
+  return {
+    "/app/": { type: "text/html; charset=utf-8", body: await readFile(new URL("index.html", page)) },
+    "/app/app.css": { type: "text/css; charset=utf-8", body: await readFile(new URL("app.css", page)) },
+    "/app/app.js": { type: "text/javascript; charset=utf-8", body: Buffer.from(bundle.outputFiles[0].contents) },
+  };
+}
+
+const testPage = process.env.TEST_PAGE === "1" ? await buildTestPage().catch((err) => fail(`test page build failed: ${err?.stack ?? err}`)) : null;
+
+function serveTestPage(req, res, path) {
+  const file = testPage[path === "/app" ? "/app/" : path];
+  if (!file || (req.method !== "GET" && req.method !== "HEAD")) return sendJson(res, 404, { error: "no such page file" });
+  res.writeHead(200, { "content-type": file.type, "content-length": file.body.length, "cache-control": "no-store" });
+  res.end(req.method === "HEAD" ? undefined : file.body);
+}
+
 async function handleTestRoute(req, res, path) {
   if (req.method === "POST" && path === "/test/rotate") return sendJson(res, 200, await rotate());
   if (req.method === "POST" && path === "/test/retire") return sendJson(res, 200, retire());
@@ -146,6 +185,7 @@ const server = http.createServer((req, res) => {
     });
     return;
   }
+  if (testPage && (path === "/app" || path.startsWith("/app/"))) return serveTestPage(req, res, path);
   if (jwksStatusOverride !== null && path === "/api/auth/jwks") {
     return sendJson(res, jwksStatusOverride, { error: "simulated JWKS outage" });
   }

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent / "betterauth"
+CLIENT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "clients" / "typescript"
 SUPPORTED_ALGORITHMS = ("EdDSA", "ES256", "ES512", "RS256", "PS256", "HS256")
 SESSION_COOKIE = "better-auth.session_token"
 
@@ -65,7 +66,8 @@ class Rotation:
 def _node_modules_current(project: Path) -> bool:
     """Whether node_modules holds exactly the versions package.json pins."""
     manifest = json.loads((project / "package.json").read_text())
-    for name, version in manifest.get("dependencies", {}).items():
+    pinned = {**manifest.get("dependencies", {}), **manifest.get("devDependencies", {})}
+    for name, version in pinned.items():
         installed = project / "node_modules" / name / "package.json"
         try:
             if json.loads(installed.read_text()).get("version") != version:
@@ -129,6 +131,7 @@ class BetterAuthServer:
         request_timeout: float = 10.0,
         project: Path = PROJECT_DIR,
         hs256_secret: str | None = None,
+        serve_test_page: bool = False,
     ) -> None:
         if alg not in SUPPORTED_ALGORITHMS:
             raise ValueError(f"alg must be one of {SUPPORTED_ALGORITHMS}, not {alg!r}")
@@ -136,6 +139,7 @@ class BetterAuthServer:
             raise ValueError("alg='HS256' needs hs256_secret (the secret shared with the API)")
         self.alg = alg
         self.hs256_secret = hs256_secret
+        self.serve_test_page = serve_test_page
         self.secret = secret or secrets.token_urlsafe(32)
         self._requested_port = port
         self._grace_period = grace_period
@@ -170,6 +174,11 @@ class BetterAuthServer:
             env["JWT_EXPIRATION"] = self._jwt_expiration
         if self.hs256_secret is not None:
             env["HS256_SECRET"] = self.hs256_secret
+        if self.serve_test_page:
+            # The browser test page under /app/, bundled with the typed client, whose
+            # dependencies come from its own package.
+            ensure_node_project(CLIENT_PROJECT_DIR)
+            env["TEST_PAGE"] = "1"
         for name in ("NODE_ENV", "TEST"):  # Better Auth relaxes origin checks in "test" mode
             env.pop(name, None)
         self._process = subprocess.Popen(
