@@ -226,3 +226,26 @@ async def test_a_migration_whose_index_build_failed_runs_again(
     again = await alembic(at_0001, "upgrade", "head")
     assert again.returncode == 0, again.output[-3000:]
     assert await revision_and_index(admin) == ("0002", True)
+
+
+async def test_the_index_build_is_bounded_by_lock_timeout_not_by_the_request_timeout(
+    at_0001: str, admin: asyncpg.Connection, request_session: asyncpg.Connection
+) -> None:
+    """An index built concurrently may take longer than a request may (a large table; here a
+    wait for a transaction that holds an older snapshot): the migration's statements are
+    bounded by `lock_timeout` for their waits, not by the service's
+    DB_STATEMENT_TIMEOUT_SECONDS, which once cut the build after 10 s by default."""
+    transaction = request_session.transaction(isolation="repeatable_read")
+    await transaction.start()
+    await request_session.fetchval("SELECT 1")  # a snapshot, and no lock on any table
+    step = asyncio.create_task(
+        alembic(at_0001, "upgrade", "head", DB_STATEMENT_TIMEOUT_SECONDS="1")
+    )
+    try:
+        waited = await until_migration_waits(admin, step, at_least=2.0)
+    finally:
+        await transaction.rollback()
+    result = await step
+    assert waited >= 2.0
+    assert result.returncode == 0, result.output[-3000:]
+    assert await revision_and_index(admin) == ("0002", True)
