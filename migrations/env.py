@@ -37,7 +37,9 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_online() -> None:
-    engine = create_engine(load_settings())
+    # No statement timeout of the requests' (an index built concurrently on a large table
+    # takes minutes); lock_timeout bounds every wait.
+    engine = create_engine(load_settings(), statement_timeout=False)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

@@ -5,8 +5,14 @@ Online on a large, busy `tasks` table (PostgreSQL):
 - the new columns have constant defaults, which PostgreSQL 11+ records in the catalog
   without rewriting the table, so `ALTER TABLE` holds its lock for an instant (and waits for
   it at most `lock_timeout`, set in `migrations/env.py`);
+- every statement commits by itself (autocommit), so none holds a lock while another waits:
+  the running service locks tasks then users (a task's INSERT checks its foreign key), and
+  behind a transaction pooler users then tasks (a new user's first create), and one
+  transaction holding either table's lock while waiting for the other's deadlocked with
+  one of them (tests/faults/test_online_migration.py); `IF [NOT] EXISTS` makes an attempt
+  that failed half way (a lock timeout) run again; the revision moves only at the end;
 - the feed's index is built with `CREATE INDEX CONCURRENTLY`, which takes no lock that
-  blocks reads or writes (outside the migration's transaction, as it must be);
+  blocks reads or writes;
 - existing tasks keep change number 0 (an initial sync lists them; ties are broken by id).
 
 On SQLite, triggers keep the user's change counter and the tombstones (a data-modifying
@@ -60,14 +66,35 @@ def _sqlite() -> bool:
 
 
 def upgrade() -> None:
+    if _sqlite():
+        _create()
+        op.create_index(FEED_INDEX, "tasks", ["user_id", "change_seq", "id"])
+        for trigger in SQLITE_TRIGGERS.values():
+            op.execute(trigger)
+        return
+    with op.get_context().autocommit_block():
+        _create(if_not_exists=True)
+        # A failed earlier attempt leaves an INVALID index behind: start afresh.
+        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {FEED_INDEX}")
+        op.execute(f"CREATE INDEX CONCURRENTLY {FEED_INDEX} ON tasks (user_id, change_seq, id)")
+
+
+def _create(*, if_not_exists: bool | None = None) -> None:
+    """The new columns, tables and their indexes (not the feed's index)."""
     op.add_column(
-        "users", sa.Column("change_seq", sa.BigInteger(), server_default="0", nullable=False)
+        "users",
+        sa.Column("change_seq", sa.BigInteger(), server_default="0", nullable=False),
+        if_not_exists=if_not_exists,
     )
     op.add_column(
-        "tasks", sa.Column("version", sa.BigInteger(), server_default="1", nullable=False)
+        "tasks",
+        sa.Column("version", sa.BigInteger(), server_default="1", nullable=False),
+        if_not_exists=if_not_exists,
     )
     op.add_column(
-        "tasks", sa.Column("change_seq", sa.BigInteger(), server_default="0", nullable=False)
+        "tasks",
+        sa.Column("change_seq", sa.BigInteger(), server_default="0", nullable=False),
+        if_not_exists=if_not_exists,
     )
     op.create_table(
         "task_tombstones",
@@ -80,13 +107,20 @@ def upgrade() -> None:
             ["user_id"], ["users.id"], name="fk_task_tombstones_user_id_users", ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("user_id", "task_id", name="pk_task_tombstones"),
+        if_not_exists=if_not_exists,
     )
     op.create_index(
         "ix_task_tombstones_user_id_change_seq_task_id",
         "task_tombstones",
         ["user_id", "change_seq", "task_id"],
+        if_not_exists=if_not_exists,
     )
-    op.create_index("ix_task_tombstones_deleted_at", "task_tombstones", ["deleted_at"])
+    op.create_index(
+        "ix_task_tombstones_deleted_at",
+        "task_tombstones",
+        ["deleted_at"],
+        if_not_exists=if_not_exists,
+    )
     op.create_table(
         "idempotency_keys",
         sa.Column("user_id", sa.String(255), nullable=False),
@@ -100,17 +134,14 @@ def upgrade() -> None:
             ["user_id"], ["users.id"], name="fk_idempotency_keys_user_id_users", ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("user_id", "key", name="pk_idempotency_keys"),
+        if_not_exists=if_not_exists,
     )
-    op.create_index("ix_idempotency_keys_created_at", "idempotency_keys", ["created_at"])
-    if _sqlite():
-        op.create_index(FEED_INDEX, "tasks", ["user_id", "change_seq", "id"])
-        for trigger in SQLITE_TRIGGERS.values():
-            op.execute(trigger)
-        return
-    with op.get_context().autocommit_block():
-        # A failed earlier attempt leaves an INVALID index behind: start afresh.
-        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {FEED_INDEX}")
-        op.execute(f"CREATE INDEX CONCURRENTLY {FEED_INDEX} ON tasks (user_id, change_seq, id)")
+    op.create_index(
+        "ix_idempotency_keys_created_at",
+        "idempotency_keys",
+        ["created_at"],
+        if_not_exists=if_not_exists,
+    )
 
 
 def downgrade() -> None:
@@ -118,11 +149,16 @@ def downgrade() -> None:
         for name in SQLITE_TRIGGERS:
             op.execute(f"DROP TRIGGER IF EXISTS {name}")
         op.drop_index(FEED_INDEX, table_name="tasks")
-    else:
-        with op.get_context().autocommit_block():
-            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {FEED_INDEX}")
-    op.drop_table("idempotency_keys")
-    op.drop_table("task_tombstones")
-    op.drop_column("tasks", "change_seq")
-    op.drop_column("tasks", "version")
-    op.drop_column("users", "change_seq")
+        _drop()
+        return
+    with op.get_context().autocommit_block():
+        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {FEED_INDEX}")
+        _drop(if_exists=True)
+
+
+def _drop(*, if_exists: bool | None = None) -> None:
+    op.drop_table("idempotency_keys", if_exists=if_exists)
+    op.drop_table("task_tombstones", if_exists=if_exists)
+    op.drop_column("tasks", "change_seq", if_exists=if_exists)
+    op.drop_column("tasks", "version", if_exists=if_exists)
+    op.drop_column("users", "change_seq", if_exists=if_exists)

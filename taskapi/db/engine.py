@@ -24,11 +24,14 @@ def _install_sqlite_pragmas(engine: AsyncEngine) -> None:
         cursor.close()
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+def create_engine(settings: Settings, *, statement_timeout: bool = True) -> AsyncEngine:
     """An SQLAlchemy engine on DATABASE_URL.
 
     On SQLite it serves requests. On PostgreSQL requests go through the asyncpg pool of
     `PostgresDatabase`; this engine (no pool of its own) serves migrations and admin tasks.
+    `statement_timeout=False` (migrations) leaves PostgreSQL statements without the
+    requests' DB_STATEMENT_TIMEOUT_SECONDS: an index built concurrently takes as long as its
+    table needs, and `lock_timeout` bounds its waits.
     """
     resolved = resolve_database_url(settings)
     if resolved.is_sqlite:
@@ -42,6 +45,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
         _install_sqlite_pragmas(engine)
         return engine
     connect_args = dict(resolved.connect_args)
+    if not statement_timeout:
+        del connect_args["command_timeout"]
     url = resolved.url
     if resolved.behind_transaction_pooler:
         # SQLAlchemy prepares statements itself: give them unique names behind PgBouncer.

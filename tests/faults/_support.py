@@ -110,10 +110,12 @@ STARTUP_LINE = "Application startup complete"
 
 @dataclass
 class ServiceProcess:
-    """`uvicorn main:app` in a child process; stderr is read line by line by a thread."""
+    """`uvicorn main:app` in a child process; stderr is read line by line by a thread.
+    `cwd` holds the code it serves (another revision's, for a migration under load)."""
 
     env: Mapping[str, str]
     port: int = field(default_factory=free_port)
+    cwd: Path = ROOT
     proc: subprocess.Popen[str] | None = None
     lines: list[str] = field(default_factory=list)
     _queue: queue.Queue[str | None] = field(default_factory=queue.Queue)
@@ -139,7 +141,7 @@ class ServiceProcess:
                 "1",
                 "--no-access-log",
             ],
-            cwd=ROOT,
+            cwd=self.cwd,
             env={**os.environ, **self.env},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
