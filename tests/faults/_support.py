@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,10 +110,14 @@ STARTUP_LINE = "Application startup complete"
 
 @dataclass
 class ServiceProcess:
-    """`uvicorn main:app` in a child process; stderr is read line by line by a thread."""
+    """`uvicorn main:app` in a child process; stderr is read line by line by a thread.
+
+    `command` replaces the default command line (`{port}` is replaced by the port).
+    """
 
     env: Mapping[str, str]
     port: int = field(default_factory=free_port)
+    command: Sequence[str] | None = None
     proc: subprocess.Popen[str] | None = None
     lines: list[str] = field(default_factory=list)
     _queue: queue.Queue[str | None] = field(default_factory=queue.Queue)
@@ -127,8 +131,10 @@ class ServiceProcess:
         uvicorn = Path(sys.executable).with_name("uvicorn")
         self.lines = []
         self._queue = queue.Queue()
-        self.proc = subprocess.Popen(
-            [
+        command = (
+            [arg.replace("{port}", str(self.port)) for arg in self.command]
+            if self.command is not None
+            else [
                 str(uvicorn),
                 "main:app",
                 "--host",
@@ -138,7 +144,10 @@ class ServiceProcess:
                 "--workers",
                 "1",
                 "--no-access-log",
-            ],
+            ]
+        )
+        self.proc = subprocess.Popen(
+            command,
             cwd=ROOT,
             env={**os.environ, **self.env},
             stdin=subprocess.DEVNULL,
