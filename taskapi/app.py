@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import base64
 import gc
+import hashlib
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
 from fastapi.openapi.utils import get_openapi
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from taskapi import __version__
@@ -175,6 +183,87 @@ def _install_openapi(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+DOCS_URL = "/docs"
+REDOC_URL = "/redoc"
+OAUTH2_REDIRECT_URL = "/docs/oauth2-redirect"
+HTML_PAGES = frozenset({DOCS_URL, REDOC_URL, OAUTH2_REDIRECT_URL})
+
+_SCRIPT_SRC = re.compile(r'<script src="(https://[^/"]+)/')
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
+_STYLESHEET = re.compile(
+    r'<link [^>]*href="(https://[^/"]+)/[^>]*rel="stylesheet"|'
+    r'<link [^>]*rel="stylesheet"[^>]*href="(https://[^/"]+)/'
+)
+_ICON = re.compile(r'<link rel="[^"]*icon" href="(https://[^/"]+)/')
+
+
+def page_policy(html: str) -> str:
+    """The Content-Security-Policy of one documentation page: its own inline scripts (by
+    hash) and the origins it loads scripts, styles and its icon from; nothing may frame it.
+
+    Styles may be inline (Swagger UI and ReDoc set them from script); ReDoc's search runs
+    in a worker made from a blob; both fetch the schema from this origin.
+    """
+    hashes = [
+        "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
+        for script in _INLINE_SCRIPT.findall(html)
+    ]
+    scripts = sorted(set(_SCRIPT_SRC.findall(html)))
+    styles = sorted({a or b for a, b in _STYLESHEET.findall(html)})
+    fonts = ["https://fonts.gstatic.com"] if "https://fonts.googleapis.com" in styles else []
+    directives = {
+        "default-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "script-src": [*scripts, *hashes] or ["'none'"],
+        "style-src": [*styles, "'unsafe-inline'"],
+        "img-src": ["'self'", "data:", *sorted(set(_ICON.findall(html)))],
+        "font-src": [*fonts, "data:"],
+        "connect-src": ["'self'"],
+    }
+    if "<redoc" in html:
+        directives["worker-src"] = ["blob:"]
+    return "; ".join(f"{name} {' '.join(sources)}" for name, sources in directives.items())
+
+
+def _with_policy(response: HTMLResponse) -> HTMLResponse:
+    response.headers["Content-Security-Policy"] = page_policy(bytes(response.body).decode())
+    return response
+
+
+def _install_docs(app: ServiceApp) -> None:
+    """FastAPI's Swagger UI and ReDoc pages, each with its own Content-Security-Policy."""
+    assert app.openapi_url is not None
+
+    def openapi_url(request: Request) -> str:
+        return str(request.scope.get("root_path", "")).rstrip("/") + str(app.openapi_url)
+
+    async def swagger_ui(request: Request) -> HTMLResponse:
+        root = str(request.scope.get("root_path", "")).rstrip("/")
+        return _with_policy(
+            get_swagger_ui_html(
+                openapi_url=openapi_url(request),
+                title=f"{app.title} - Swagger UI",
+                oauth2_redirect_url=root + OAUTH2_REDIRECT_URL,
+                init_oauth=app.swagger_ui_init_oauth,
+                swagger_ui_parameters=app.swagger_ui_parameters,
+            )
+        )
+
+    async def swagger_ui_redirect(request: Request) -> HTMLResponse:
+        return _with_policy(get_swagger_ui_oauth2_redirect_html())
+
+    async def redoc(request: Request) -> HTMLResponse:
+        return _with_policy(
+            get_redoc_html(openapi_url=openapi_url(request), title=f"{app.title} - ReDoc")
+        )
+
+    app.add_route(DOCS_URL, swagger_ui, include_in_schema=False)
+    app.add_route(OAUTH2_REDIRECT_URL, swagger_ui_redirect, include_in_schema=False)
+    app.add_route(REDOC_URL, redoc, include_in_schema=False)
+
+
 def _outer_layers(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
     """The service's own layers around FastAPI, outermost last."""
 
@@ -194,6 +283,7 @@ def _outer_layers(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
             layers,
             max_body_bytes=settings.max_body_bytes,
             retry_after=settings.retry_after_seconds,
+            html_paths=HTML_PAGES,
         )
 
     return wrap
@@ -212,6 +302,8 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
         version=__version__,
         description=DESCRIPTION,
         lifespan=_lifespan(settings),
+        docs_url=None,  # _install_docs: the same pages, each with its own policy
+        redoc_url=None,
         redirect_slashes=False,
         strict_content_type=False,  # a body without Content-Type is read as JSON
         telemetry={
@@ -224,4 +316,5 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     app.include_router(health_router)
     app.include_router(tasks_router)
     _install_openapi(app)
+    _install_docs(app)
     return app

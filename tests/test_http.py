@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -18,6 +20,7 @@ from tests.support.tokens import auth
 TASKS = "/api/v1/tasks"
 ORIGIN = "http://localhost:3000"
 MAX_BODY = 2048
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
 
 
 @pytest.fixture
@@ -428,6 +431,23 @@ async def test_security_headers_on_every_response(
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["cache-control"] == "no-store"
     assert SANE_ID.match(response.headers["x-request-id"])
+    assert response.headers.get_list("content-security-policy") == [API_CSP]
+    assert response.headers["x-frame-options"] == "DENY"
+    assert "strict-transport-security" not in response.headers  # not over HTTPS
+
+
+@pytest.mark.parametrize(
+    ("path", "with_auth", "status"),
+    [("/health", False, 200), (TASKS, True, 200), (TASKS, False, 401), ("/docs", False, 200)],
+)
+async def test_hsts_over_https(app: FastAPI, path: str, with_auth: bool, status: int) -> None:
+    """Served over HTTPS (TLS at uvicorn, or a trusted proxy's X-Forwarded-Proto, which
+    uvicorn turns into the scope's scheme), every answer asks browsers to stay on HTTPS."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as https:
+        response = await https.get(path, headers=auth("alice") if with_auth else {})
+    assert response.status_code == status
+    assert response.headers.get_list("strict-transport-security") == ["max-age=31536000"]
 
 
 async def test_request_ids_differ_per_request(client: httpx.AsyncClient) -> None:
@@ -465,6 +485,64 @@ async def test_docs_are_html(client: httpx.AsyncClient, path: str) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/html")
     assert "/openapi.json" in response.text
+
+
+def _csp(value: str) -> dict[str, list[str]]:
+    directives = {}
+    for directive in value.split(";"):
+        name, *sources = directive.split()
+        directives[name] = sources
+    return directives
+
+
+def _origin(url: str) -> str:
+    match = re.match(r"https://[^/]+", url)
+    assert match, url
+    return match.group(0)
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/docs/oauth2-redirect"])
+async def test_docs_pages_allow_only_their_own_scripts(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    """Each HTML page's policy names exactly the inline scripts it serves (by hash) and the
+    origins it loads from; nothing else may run, and no page may be framed."""
+    response = await client.get(path)
+    assert response.status_code == 200
+    html = response.text
+    policies = response.headers.get_list("content-security-policy")
+    assert len(policies) == 1, policies
+    csp = _csp(policies[0])
+    assert csp["default-src"] == ["'none'"]
+    assert csp["frame-ancestors"] == ["'none'"]
+    assert csp["base-uri"] == ["'none'"]
+    assert response.headers["x-frame-options"] == "DENY"
+    inline = re.findall(r"<script>(.*?)</script>", html, re.S)
+    external = re.findall(r'<script src="([^"]+)"', html)
+    hashes = {
+        f"'sha256-{base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()}'"
+        for script in inline
+    }
+    assert set(csp.get("script-src", [])) == hashes | {_origin(url) for url in external}
+    styles = re.findall(r'<link[^>]*rel="stylesheet"[^>]*>', html)
+    for tag in styles:
+        href = re.search(r'href="([^"]+)"', tag)
+        assert href
+        assert _origin(href.group(1)) in csp["style-src"], tag
+    if "<redoc" in html:
+        assert "blob:" in csp["worker-src"]  # ReDoc's search runs in a worker made from a blob
+    if "openapi.json" in html:
+        assert csp["connect-src"] == ["'self'"]
+
+
+@pytest.mark.parametrize(("extra", "status"), [(0, 200), (1, 414)])
+async def test_url_over_8_KiB_is_414(client: httpx.AsyncClient, extra: int, status: int) -> None:
+    target = "/health?q=" + "a" * (8192 - len("/health?q=") + extra)
+    response = await client.get(target)
+    assert response.status_code == status
+    if status == 414:
+        assert_error(response, 414, "URI_TOO_LONG")
+        assert response.headers["content-security-policy"] == API_CSP
 
 
 def _ref_name(schema: dict[str, Any]) -> str | None:
