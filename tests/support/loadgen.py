@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 
@@ -44,6 +45,9 @@ async def load(port: int, path: str, seconds: float, connections: int) -> list[f
 def main() -> None:
     port, path, seconds, connections = sys.argv[1:5]
     latencies = uvloop.run(load(int(port), path, float(seconds), int(connections)))
+    # The parent reads the pipe through its event loop, which made it non-blocking: a write
+    # larger than the pipe's buffer would be cut short.
+    os.set_blocking(sys.stdout.fileno(), True)
     print(json.dumps(latencies))
 
 
