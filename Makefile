@@ -23,7 +23,7 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 ## make run: serve on :8000 (SQLite default, migrated; development secret unless .env sets one)
 run: $(VENV)/.runtime
 	$(BIN)/alembic upgrade head
-	$(BIN)/uvicorn main:app --reload --port $(PORT)
+	$(BIN)/uvicorn main:app --reload --port $(PORT) --http taskapi.server:HttpToolsProtocol --no-server-header
 
 ## make test: the whole suite, on SQLite and PostgreSQL
 test: $(VENV)/.dev

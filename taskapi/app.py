@@ -153,7 +153,17 @@ class ServiceApp(FastAPI):
     services: Services | None
     """The running service's parts (`taskapi.services`), set for the length of the lifespan."""
 
-    def __init__(self, *, outer_layers: Callable[[ASGIApp], ASGIApp], **kwargs: Any) -> None:
+    settings: Settings
+    """The settings the app was built with (the HTTP protocol reads its timeouts here)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        outer_layers: Callable[[ASGIApp], ASGIApp],
+        **kwargs: Any,
+    ) -> None:
+        self.settings = settings
         self._outer_layers = outer_layers
         self.services = None
         super().__init__(**kwargs)
@@ -297,6 +307,7 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its start-up chatter
     app = ServiceApp(
+        settings=settings,
         outer_layers=_outer_layers(settings),
         title="Task Management API",
         version=__version__,

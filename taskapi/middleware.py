@@ -64,7 +64,9 @@ class EdgeMiddleware:
     - Every answer gets `API_HEADERS` (HSTS too over HTTPS), except that the HTML pages in
       `html_paths` set their own Content-Security-Policy.
 
-    The request line and headers reach the app only once the server has read them whole.
+    The request line and headers reach the app only once the server has read them whole:
+    these bounds (414, 431) hold under any server; the service's HTTP protocol
+    (`taskapi.server`) also stops reading a request head at 32 KiB.
     """
 
     def __init__(

@@ -144,6 +144,7 @@ class ServiceProcess:
                 "--workers",
                 "1",
                 "--no-access-log",
+                "--no-server-header",
             ]
         )
         self.proc = subprocess.Popen(
