@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -543,6 +544,21 @@ async def test_url_over_8_KiB_is_414(client: httpx.AsyncClient, extra: int, stat
     if status == 414:
         assert_error(response, 414, "URI_TOO_LONG")
         assert response.headers["content-security-policy"] == API_CSP
+
+
+def test_readme_documents_malformed_json_as_the_service_answers_it() -> None:
+    """Truncated or otherwise invalid JSON is 422 VALIDATION_ERROR (test_malformed_json_is_422);
+    400 BAD_REQUEST is a body that is not text at all, or malformed HTTP."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = {
+        match.group(1): match.group(2)
+        for match in re.finditer(r"^\| \d{3} \| `([A-Z_]+)` \| (.*) \|$", readme, re.M)
+    }
+    assert "truncated" in rows["VALIDATION_ERROR"]
+    assert "truncated" not in rows["BAD_REQUEST"]
+    assert "cannot be parsed at all" not in rows["BAD_REQUEST"]
+    for code in ("URI_TOO_LONG", "REQUEST_TIMEOUT", "HEADERS_TOO_LARGE"):
+        assert code in rows, code
 
 
 def _ref_name(schema: dict[str, Any]) -> str | None:
