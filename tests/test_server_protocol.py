@@ -65,8 +65,8 @@ async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def connect() -> tuple[HttpToolsProtocol, FakeTransport]:
-    config = Config(app=echo_app, lifespan="off", log_level="critical", server_header=False)
+def connect(app: Any = echo_app) -> tuple[HttpToolsProtocol, FakeTransport]:
+    config = Config(app=app, lifespan="off", log_level="critical", server_header=False)
     protocol = HttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
     transport = FakeTransport()
     protocol.connection_made(transport)  # type: ignore[arg-type]
@@ -175,3 +175,25 @@ async def test_keep_alive_requests_each_get_a_fresh_head_count() -> None:
         protocol.data_received(request)
         await until(lambda count=count: len(responses(bytes(transport.written))) == count)
     assert [r.status for r in responses(bytes(transport.written))] == [200, 200, 200]
+
+
+async def test_a_bad_head_pipelined_behind_an_unanswered_request_closes_without_answer() -> None:
+    """No refusal may be read as the answer to the earlier request: the connection closes,
+    and the app's answer to that request is dropped."""
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def slow_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        started.set()
+        await release.wait()
+        await echo_app(scope, receive, send)
+
+    protocol, transport = connect(slow_app)
+    protocol.data_received(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+    await asyncio.wait_for(started.wait(), 5)
+    protocol.data_received(b"get /two HTTP/1.1\r\nHost: x\r\n\r\n")  # a lowercase method
+    assert transport.closed
+    assert not transport.written
+    release.set()
+    await until(lambda: not protocol.tasks)  # the app has finished
+    assert not transport.written
