@@ -329,9 +329,10 @@ async def get_load(port: int, seconds: float = LOAD_SECONDS) -> list[float]:
         str(LOAD_CONNECTIONS),
         cwd=ROOT,
         stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
-    output, _ = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, "the load generator failed (its error is above)"
+    output, errors = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, f"the load generator failed:\n{errors.decode()[-3000:]}"
     try:
         latencies: list[float] = json.loads(output)
     except json.JSONDecodeError as error:
