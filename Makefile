@@ -25,7 +25,7 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 run: $(VENV)/.runtime
 	@$(BIN)/python -m taskapi.devsecret
 	$(BIN)/alembic upgrade head
-	$(BIN)/uvicorn main:app --reload --port $(PORT)
+	$(BIN)/uvicorn main:app --reload --port $(PORT) --http taskapi.server:HttpToolsProtocol --no-server-header
 
 ## make test: the whole suite, on SQLite and PostgreSQL
 test: $(VENV)/.dev

@@ -24,7 +24,7 @@ from taskapi.auth.jwks import JWKSCache
 from taskapi.auth.tokens import TokenVerifier
 from taskapi.config import Settings, load_settings
 from taskapi.db import Database, open_database
-from taskapi.docs import install_docs
+from taskapi.docs import HTML_PAGES, install_docs
 from taskapi.errors import error_response, install_error_handlers
 from taskapi.health import router as health_router
 from taskapi.middleware import EdgeMiddleware
@@ -169,7 +169,17 @@ class ServiceApp(FastAPI):
     services: Services | None
     """The running service's parts (`taskapi.services`), set for the length of the lifespan."""
 
-    def __init__(self, *, outer_layers: Callable[[ASGIApp], ASGIApp], **kwargs: Any) -> None:
+    settings: Settings
+    """The settings the app was built with (the HTTP protocol reads its timeouts here)."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        outer_layers: Callable[[ASGIApp], ASGIApp],
+        **kwargs: Any,
+    ) -> None:
+        self.settings = settings
         self._outer_layers = outer_layers
         self.services = None
         super().__init__(**kwargs)
@@ -245,6 +255,7 @@ def _outer_layers(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
         return EdgeMiddleware(
             layers,
             max_body_bytes=settings.max_body_bytes,
+            html_paths=HTML_PAGES,
         )
 
     return wrap
@@ -259,6 +270,7 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     )
     logging.getLogger("alembic").setLevel(logging.WARNING)  # its start-up chatter
     app = ServiceApp(
+        settings=settings,
         outer_layers=_outer_layers(settings),
         title="Task Management API",
         version=__version__,

@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     retry_after_seconds: int = Field(default=5, ge=1, le=3600)
 
     max_body_bytes: int = Field(default=65_536, ge=1024, le=10 * 1024 * 1024)
+    # Enforced by the service's HTTP protocol (`--http taskapi.server:HttpToolsProtocol`, as
+    # the README's production command and `make run` start it): a request's headers must be
+    # complete this long after the connection opens (or, on a kept-alive connection, after
+    # the request's first byte), and its whole body this long after its headers.
+    header_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    body_timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
 
     idempotency_ttl_hours: float = Field(default=24.0, gt=0, le=24 * 30)
     tombstone_retention_days: float = Field(default=30.0, gt=0, le=3650)

@@ -19,6 +19,8 @@ from starlette.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 
 STATIC_URL = "/docs/static"
+HTML_PAGES = frozenset({"/docs", "/redoc"})
+"""The pages that set their own Content-Security-Policy (the edge sets the API's elsewhere)."""
 VENDOR_DIR = Path(fastapi_offline.__file__).resolve().parent / "static"
 OWN_DIR = Path(__file__).resolve().parent / "docs_static"
 VENDOR_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")

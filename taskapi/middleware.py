@@ -13,11 +13,30 @@ from taskapi.requestctx import CHARGE_KEY, RESPONSE_HEADERS_KEY, Charge, set_req
 _SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._\-]{1,64}$")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 MAX_HEADER_BYTES = 16_384
-_SECURITY_HEADERS = [
+"""Request headers: names and values together."""
+MAX_URL_BYTES = 8_192
+"""The request target: path and query."""
+
+# On every answer, the API's and the HTML documentation's.
+SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"cache-control", b"no-store"),
     (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
 ]
+# The API answers JSON only: nothing in it may load, run or be framed.
+API_HEADERS = [
+    *SECURITY_HEADERS,
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+]
+# Only over HTTPS (RFC 6797): TLS at uvicorn, or a trusted proxy's X-Forwarded-Proto, which
+# uvicorn (--proxy-headers, --forwarded-allow-ips) turns into the scope's scheme.
+HSTS = (b"strict-transport-security", b"max-age=31536000")
+
+
+def new_request_id() -> str:
+    """32 hex digits as uuid4().hex, without its system call (ids need not be secret)."""
+    return f"{getrandbits(128):032x}"
 
 
 # Never charged: liveness probes (a load balancer's, every few seconds) and successful CORS
@@ -68,11 +87,20 @@ class EdgeMiddleware:
       clients drop the Authorization header.
     - Bodies over `max_body_bytes` are refused with 413 while they stream in; the app
       then reads the buffered body, so nothing unbounded is ever held.
+    - Every answer gets `API_HEADERS` (HSTS too over HTTPS), except that the HTML pages in
+      `html_paths` set their own Content-Security-Policy.
+
+    The request line and headers reach the app only once the server has read them whole:
+    these bounds (414, 431) hold under any server; the service's HTTP protocol
+    (`taskapi.server`) also stops reading a request head at 32 KiB.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_body_bytes: int, html_paths: frozenset[str] = frozenset()
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.html_paths = html_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -87,27 +115,28 @@ class EdgeMiddleware:
                 request_id = value
             elif name == b"content-length":
                 content_length = value
-        # 32 hex digits as uuid4().hex, without its system call (ids need not be secret).
-        rid = request_id.decode() if request_id else f"{getrandbits(128):032x}"
+        rid = request_id.decode() if request_id else new_request_id()
         set_request_id(rid)
-        extra = [*_SECURITY_HEADERS, (b"x-request-id", rid.encode())]
-        if total > MAX_HEADER_BYTES:
-            await _send_error(
-                scope,
-                receive,
-                send,
-                431,
-                "HEADERS_TOO_LARGE",
-                "Request headers are too large",
-                extra,
+        tail = [(b"x-request-id", rid.encode())]
+        if scope.get("scheme") == "https":
+            tail.insert(0, HSTS)
+        path: str = scope["path"]
+        query: bytes = scope.get("query_string", b"")
+        target = len(scope.get("raw_path") or path) + (len(query) + 1 if query else 0)
+        if target > MAX_URL_BYTES or total > MAX_HEADER_BYTES:
+            status, code, detail = (
+                (414, "URI_TOO_LONG", "Request URL is too long")
+                if target > MAX_URL_BYTES
+                else (431, "HEADERS_TOO_LARGE", "Request headers are too large")
             )
+            await _send_error(scope, receive, send, status, code, detail, [*API_HEADERS, *tail])
             return
 
-        path: str = scope["path"]
         if len(path) > 1 and path.endswith("/"):
             scope = dict(scope)
-            scope["path"] = path.rstrip("/") or "/"
-            scope["raw_path"] = scope["path"].encode()
+            scope["path"] = path = path.rstrip("/") or "/"
+            scope["raw_path"] = path.encode()
+        extra = [*(SECURITY_HEADERS if path in self.html_paths else API_HEADERS), *tail]
         if scope["method"] == "HEAD":
             # HEAD is GET without the body (RFC 9110 9.3.2), wherever GET is answered.
             scope = dict(scope)

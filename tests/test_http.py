@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from tests.support.tokens import auth
 TASKS = "/api/v1/tasks"
 ORIGIN = "http://localhost:3000"
 MAX_BODY = 2048
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
 
 
 @pytest.fixture
@@ -435,6 +437,23 @@ async def test_security_headers_on_every_response(
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["cache-control"] == "no-store"
     assert SANE_ID.match(response.headers["x-request-id"])
+    assert response.headers.get_list("content-security-policy") == [API_CSP]
+    assert response.headers["x-frame-options"] == "DENY"
+    assert "strict-transport-security" not in response.headers  # not over HTTPS
+
+
+@pytest.mark.parametrize(
+    ("path", "with_auth", "status"),
+    [("/health", False, 200), (TASKS, True, 200), (TASKS, False, 401), ("/docs", False, 200)],
+)
+async def test_hsts_over_https(app: FastAPI, path: str, with_auth: bool, status: int) -> None:
+    """Served over HTTPS (TLS at uvicorn, or a trusted proxy's X-Forwarded-Proto, which
+    uvicorn turns into the scope's scheme), every answer asks browsers to stay on HTTPS."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as https:
+        response = await https.get(path, headers=auth("alice") if with_auth else {})
+    assert response.status_code == status
+    assert response.headers.get_list("strict-transport-security") == ["max-age=31536000"]
 
 
 async def test_request_ids_differ_per_request(client: httpx.AsyncClient) -> None:
@@ -488,6 +507,57 @@ async def test_fastapi_cdn_docs_routes_are_gone(client: httpx.AsyncClient) -> No
     response = await client.get("/docs/oauth2-redirect")
     assert response.status_code == 404
     assert response.json()["code"] == "NOT_FOUND"
+
+
+def _csp(value: str) -> dict[str, list[str]]:
+    directives = {}
+    for directive in value.split(";"):
+        name, *sources = directive.split()
+        directives[name] = sources
+    return directives
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc"])
+async def test_docs_pages_load_only_from_this_origin(client: httpx.AsyncClient, path: str) -> None:
+    """Each HTML page has one policy (its own, not also the API's): scripts, styles, images
+    and the schema from this origin only, no framing, no inline script."""
+    response = await client.get(path)
+    assert response.status_code == 200
+    policies = response.headers.get_list("content-security-policy")
+    assert len(policies) == 1, policies
+    csp = _csp(policies[0])
+    assert csp["default-src"] == ["'none'"]
+    assert csp["frame-ancestors"] == ["'none'"]
+    assert csp["script-src"] == ["'self'"]
+    assert csp["connect-src"] == ["'self'"]
+    assert all(not source.startswith("http") for sources in csp.values() for source in sources)
+    assert response.headers["x-frame-options"] == "DENY"
+    assert "<script>" not in response.text
+
+
+@pytest.mark.parametrize(("extra", "status"), [(0, 200), (1, 414)])
+async def test_url_over_8_KiB_is_414(client: httpx.AsyncClient, extra: int, status: int) -> None:
+    target = "/health?q=" + "a" * (8192 - len("/health?q=") + extra)
+    response = await client.get(target)
+    assert response.status_code == status
+    if status == 414:
+        assert_error(response, 414, "URI_TOO_LONG")
+        assert response.headers["content-security-policy"] == API_CSP
+
+
+def test_readme_documents_malformed_json_as_the_service_answers_it() -> None:
+    """Truncated or otherwise invalid JSON is 422 VALIDATION_ERROR (test_malformed_json_is_422);
+    400 BAD_REQUEST is a body that is not text at all, or malformed HTTP."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = {
+        match.group(1): match.group(2)
+        for match in re.finditer(r"^\| \d{3} \| `([A-Z_]+)` \| (.*) \|$", readme, re.M)
+    }
+    assert "truncated" in rows["VALIDATION_ERROR"]
+    assert "truncated" not in rows["BAD_REQUEST"]
+    assert "cannot be parsed at all" not in rows["BAD_REQUEST"]
+    for code in ("URI_TOO_LONG", "REQUEST_TIMEOUT", "HEADERS_TOO_LARGE"):
+        assert code in rows, code
 
 
 def _ref_name(schema: dict[str, Any]) -> str | None:

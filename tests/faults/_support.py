@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,11 +111,14 @@ STARTUP_LINE = "Application startup complete"
 @dataclass
 class ServiceProcess:
     """`uvicorn main:app` in a child process; stderr is read line by line by a thread.
-    `cwd` holds the code it serves (another revision's, for a migration under load)."""
+    `cwd` holds the code it serves (another revision's, for a migration under load);
+    `command` replaces the default command line (`{port}` is replaced by the port).
+    """
 
     env: Mapping[str, str]
     port: int = field(default_factory=free_port)
     cwd: Path = ROOT
+    command: Sequence[str] | None = None
     proc: subprocess.Popen[str] | None = None
     lines: list[str] = field(default_factory=list)
     _queue: queue.Queue[str | None] = field(default_factory=queue.Queue)
@@ -129,8 +132,10 @@ class ServiceProcess:
         uvicorn = Path(sys.executable).with_name("uvicorn")
         self.lines = []
         self._queue = queue.Queue()
-        self.proc = subprocess.Popen(
-            [
+        command = (
+            [arg.replace("{port}", str(self.port)) for arg in self.command]
+            if self.command is not None
+            else [
                 str(uvicorn),
                 "main:app",
                 "--host",
@@ -140,7 +145,11 @@ class ServiceProcess:
                 "--workers",
                 "1",
                 "--no-access-log",
-            ],
+                "--no-server-header",
+            ]
+        )
+        self.proc = subprocess.Popen(
+            command,
             cwd=self.cwd,
             env={**os.environ, **self.env},
             stdin=subprocess.DEVNULL,

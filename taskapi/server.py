@@ -1,0 +1,226 @@
+"""The service's HTTP/1.1 protocol for uvicorn: `--http taskapi.server:HttpToolsProtocol`.
+
+uvicorn's httptools protocol with what a server facing clients it does not control needs and
+uvicorn has no setting for:
+
+- **Deadlines.** A request's headers must be complete `HEADER_TIMEOUT_SECONDS` after the
+  connection opens (on a kept-alive connection: after the request's first byte), and its
+  whole body `BODY_TIMEOUT_SECONDS` after its headers; otherwise the connection is closed,
+  with `408 REQUEST_TIMEOUT` if the client had sent anything. (Idle kept-alive connections
+  are uvicorn's: `--timeout-keep-alive`, 5 s.) While the server itself has paused reading
+  (the app has not read the body yet, pipelined requests wait), the client is not late.
+- **A bound while the head arrives.** A request head (request line and headers, as sent) is
+  never read past 32 KiB: 431, or 414 when the request target alone is over 8 KiB. httptools
+  itself would buffer a header of any size before handing it over. Within that bound the
+  edge middleware refuses a target over 8 KiB (414) and headers over 16 KiB of names and
+  values (431), as it does under any server.
+- **Errors in the service's form.** What uvicorn answers with a plain-text 400 (malformed
+  HTTP) is `400 {"detail", "code": "BAD_REQUEST"}` with the headers of every answer.
+
+One timer per connection, re-armed when it fires rather than per request: a request costs a
+few attribute writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from taskapi.app import ServiceApp
+from taskapi.config import Settings
+from taskapi.errors import error_response
+from taskapi.middleware import API_HEADERS, HSTS, MAX_URL_BYTES, new_request_id
+
+logger = logging.getLogger("taskapi.server")
+
+MAX_REQUEST_HEAD_BYTES = 32_768
+"""Bytes of one request head (request line and headers, as sent) the server reads at most."""
+_HEADERS_TOO_LARGE = "Request headers are too large"
+
+
+def _timeouts(config: Config) -> tuple[float, float]:
+    """HEADER_TIMEOUT_SECONDS and BODY_TIMEOUT_SECONDS of the app uvicorn serves (inside
+    uvicorn's own wrappers), or their defaults for another app."""
+    app: Any = config.loaded_app
+    for _ in range(8):
+        if isinstance(app, ServiceApp):
+            return app.settings.header_timeout_seconds, app.settings.body_timeout_seconds
+        app = getattr(app, "app", None)
+    fields = Settings.model_fields
+    return (
+        float(fields["header_timeout_seconds"].default),
+        float(fields["body_timeout_seconds"].default),
+    )
+
+
+class HttpToolsProtocol(_HttpToolsProtocol):
+    """uvicorn's httptools protocol with deadlines, bounds on the request head while it
+    arrives, and errors in the service's `{detail, code}` form (see the module's doc)."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.header_timeout, self.body_timeout = _timeouts(config)
+        self._check_every = min(self.header_timeout, self.body_timeout)
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None  # None: not waiting on the client
+        self._waiting_for_body = False
+        self._seen = False  # whether the client sent anything
+        self._head_open = True  # between requests, or inside a request's head
+        self._head_bytes = 0
+        self._messages = 0  # requests parsed whole
+
+    # --- connection ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._deadline = self.loop.time() + self.header_timeout
+        self._watchdog = self.loop.call_at(self._deadline, self._on_watchdog)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_watchdog()
+        super().connection_lost(exc)
+
+    def handle_websocket_upgrade(self) -> None:
+        self._stop_watchdog()  # the connection is the WebSocket protocol's from now on
+        super().handle_websocket_upgrade()
+
+    def _stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    def data_received(self, data: bytes) -> None:
+        self._seen = True
+        messages = self._messages
+        _HttpToolsProtocol.data_received(self, data)
+        if self._head_open and not self.transport.is_closing():
+            # A head that began inside this read (after a pipelined request) counts from
+            # the next read on: at most one read more than the bound is ever held.
+            if messages == self._messages:
+                self._head_bytes += len(data)
+            if self._head_bytes > MAX_REQUEST_HEAD_BYTES:
+                self._refuse(*self._head_refusal(431, "HEADERS_TOO_LARGE", _HEADERS_TOO_LARGE))
+
+    # --- parser callbacks ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        _HttpToolsProtocol.on_message_begin(self)
+        if self._deadline is None:  # the first request's deadline runs from the connection
+            self._deadline = self.loop.time() + self.header_timeout
+            self._waiting_for_body = False
+
+    def on_headers_complete(self) -> None:
+        _HttpToolsProtocol.on_headers_complete(self)
+        self._head_open = False
+        self._head_bytes = 0
+        self._deadline = self.loop.time() + self.body_timeout
+        self._waiting_for_body = True
+
+    def on_message_complete(self) -> None:
+        _HttpToolsProtocol.on_message_complete(self)
+        self._messages += 1
+        self._head_open = True
+        self._deadline = None
+
+    # --- deadlines -----------------------------------------------------------------------
+
+    def _on_watchdog(self) -> None:
+        """Close a connection past its deadline; else look again at the deadline, or within
+        the shorter timeout (a deadline set meanwhile is never earlier than that)."""
+        self._watchdog = None
+        if self.transport.is_closing():
+            return
+        now = self.loop.time()
+        deadline = self._deadline
+        if deadline is not None and now >= deadline:
+            if not self.flow.read_paused:
+                self._expire()
+                return
+            # The server is not reading (the app has not read the body yet, or pipelined
+            # requests wait): the client is not late. It gets a full timeout once reading
+            # resumes, which a later look sees as a new deadline.
+            deadline = self._deadline = now + (
+                self.body_timeout if self._waiting_for_body else self.header_timeout
+            )
+        next_look = now + self._check_every
+        if deadline is not None and deadline < next_look:
+            next_look = deadline
+        self._watchdog = self.loop.call_at(next_look, self._on_watchdog)
+
+    def _expire(self) -> None:
+        if self._waiting_for_body:
+            logger.debug("request body not complete after %.1f s: closing", self.body_timeout)
+            self._refuse(408, "REQUEST_TIMEOUT", "The request body was not received in time")
+        elif self._seen:
+            logger.debug("request headers not complete after %.1f s: closing", self.header_timeout)
+            self._refuse(408, "REQUEST_TIMEOUT", "The request headers were not received in time")
+        else:
+            self._close()  # nothing was asked: nothing to answer
+
+    # --- refusals ------------------------------------------------------------------------
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to what httptools cannot parse, in the service's form."""
+        self._refuse(*self._head_refusal(400, "BAD_REQUEST", "Invalid HTTP request"))
+
+    def _head_refusal(self, status: int, code: str, detail: str) -> tuple[int, str, str]:
+        """A request target over the bound is the reason, whatever else is wrong."""
+        if len(getattr(self, "url", b"")) > MAX_URL_BYTES:  # uvicorn sets it per request
+            return 414, "URI_TOO_LONG", "Request URL is too long"
+        return status, code, detail
+
+    def _refuse(self, status: int, code: str, detail: str) -> None:
+        """Answer `status` (when no other answer is due on this connection) and close.
+
+        A refused head belongs to a request not yet handed to the app: it is answered only if
+        every earlier request on the connection is. A refused body belongs to the current
+        request: it is answered if the app has not started its own answer.
+        """
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if self._head_open:
+            answer = cycle is None or cycle.response_complete
+        else:
+            answer = cycle is not None and not cycle.response_started
+        if answer:
+            self._write_error(status, code, detail)
+        self._close()
+
+    def _write_error(self, status: int, code: str, detail: str) -> None:
+        response = error_response(status, code, detail)
+        headers = [
+            *self.server_state.default_headers,
+            *response.raw_headers,
+            *API_HEADERS,
+            (b"x-request-id", new_request_id().encode()),
+            (b"connection", b"close"),
+        ]
+        if self.scheme == "https":
+            headers.append(HSTS)
+        parts = [STATUS_LINE[status]]
+        for name, value in headers:
+            parts += [name, b": ", value, b"\r\n"]
+        parts += [b"\r\n", bytes(response.body)]
+        self.transport.write(b"".join(parts))
+
+    def _close(self) -> None:
+        """Close now; the app (if it waits for this request's body) reads a disconnect, and
+        anything it still sends is dropped."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True
+            cycle.message_event.set()
+        self.transport.close()
