@@ -31,14 +31,18 @@ def start_ceilings(opts: Options, db: str) -> tuple[Server, Server, Server]:
 
 
 def measure_ceilings(
-    st: Server, qy: Server, ql: Server, data: Path, dur: float, conns: int = 32
+    st: Server, qy: Server, ql: Server, data: Path, dur: float, db: str, conns: int = 32
 ) -> tuple[WrkResult, WrkResult, WrkResult]:
     check_quiet("before ceilings")
-    # Same Lua client code (get_by_id.lua, same tokens and ids) as the service's GET.
+    # Same Lua client code (get_by_id.lua, same tokens and ids) as the service's GET, each
+    # from a settled database (vacuumed, checkpointed), as the service's workloads.
+    settle(db)
     rs = warm_then_measure("ceiling: static", st.url, "get_by_id", data, dur, conns)
+    settle(db)
     rq = warm_then_measure("ceiling: one-query", qy.url, "get_by_id", data, dur, conns)
     # The one-query app with the service's own connection handout instead of asyncpg's
     # Pool: what the service is compared with once pool overhead is taken out.
+    settle(db)
     rl = warm_then_measure("ceiling: one-query (lean)", ql.url, "get_by_id", data, dur, conns)
     return rs, rq, rl
 
@@ -66,7 +70,7 @@ def run_ceilings_only(opts: Options) -> None:
     data = DATA / "tokens.tsv"
     n_tasks = seed_via_sql(opts.database_url(opts.db), data, opts.users, opts.tasks_per_user)
     st, qy, ql = start_ceilings(opts, opts.db)
-    rs, rq, rl = measure_ceilings(st, qy, ql, data, opts.duration)
+    rs, rq, rl = measure_ceilings(st, qy, ql, data, opts.duration, opts.database_url(opts.db))
     ql.stop()
     print_table(
         f"ceilings ({n_tasks} tasks, schema: alembic)", [rs, rq, rl], rs.rps, rq.rps, rl.rps

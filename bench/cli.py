@@ -7,11 +7,13 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from bench.ceilings import measure_ceilings, measure_floor, run_ceilings_only, start_ceilings
 from bench.core import DATA, LOGS, SERVER_FLAGS
 from bench.database import prepare_db
+from bench.dbpath import measure_round_trip, start_path
 from bench.options import Options, parse_options
 from bench.processes import cleanup, install_cleanup
 from bench.profiling import profile, soak
@@ -21,6 +23,21 @@ from bench.seeding import seed_via_api, write_tokens
 from bench.servers import Server, server_env, start_all, uvicorn_command
 from bench.workloads import run_workloads, sweep_service
 from bench.wrk import WrkResult
+
+
+def _print_path(opts: Options) -> None:
+    """Where the servers' PostgreSQL is, and the round trip measured through that path."""
+    direct = measure_round_trip(opts.database_url("postgres"))
+    through = measure_round_trip(opts.server_database_url("postgres"))
+    way = []
+    if opts.db_latency_ms:
+        way.append(f"+{opts.db_latency_ms:g} ms each way (latency proxy)")
+    if opts.pooler:
+        way.append("PgBouncer 1.18, transaction mode")
+    print(
+        f"database path (all servers): {', '.join(way) or 'direct'}; SELECT 1 round trip "
+        f"median {through:.2f} ms (direct {direct:.2f} ms)"
+    )
 
 
 def _print_header(opts: Options) -> None:
@@ -62,7 +79,7 @@ def _run_service(opts: Options) -> None:
     data = DATA / "tokens.tsv"
     write_tokens(data, users, tokens)
     st, qy, ql = start_ceilings(opts, opts.db)
-    rs, rq, rl = measure_ceilings(st, qy, ql, data, opts.duration)
+    rs, rq, rl = measure_ceilings(st, qy, ql, data, opts.duration, db_url)
     st.stop()
     ql.stop()
     rows = run_workloads(service, data, opts.duration, db_url)
@@ -110,6 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     (LOGS / "wrk.log").unlink(missing_ok=True)
     _print_header(opts)
     try:
+        opts = replace(opts, server_pg_url=start_path(opts))
+        _print_path(opts)
         if opts.ceilings_only:
             run_ceilings_only(opts)
             return 0
