@@ -40,6 +40,7 @@ class Options:
     db_latency_ms: float  # added each way between the servers and PostgreSQL (0: none)
     pooler: bool  # the servers reach PostgreSQL through PgBouncer in transaction mode
     pooler_pool_size: int
+    workloads: tuple[str, ...] = ()  # the service's workloads to run (empty: all)
     server_pg_url: str = ""  # where the servers connect (set by the runner: bench/dbpath.py)
 
     def database_url(self, db: str) -> str:
@@ -146,6 +147,11 @@ def _parser() -> argparse.ArgumentParser:
         default=100,
         help="PgBouncer's server connections (default 100: never the limit)",
     )
+    ap.add_argument(
+        "--workloads",
+        default="",
+        help="comma-separated subset of the service's workloads (default: all)",
+    )
     ap.add_argument("--rss-interval", type=float, default=5.0)
     ap.add_argument("--repeat", type=int, default=2, help="--scale: best of N runs per measurement")
     return ap
@@ -178,4 +184,5 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         db_latency_ms=ns.db_latency,
         pooler=ns.pooler,
         pooler_pool_size=ns.pooler_pool_size,
+        workloads=tuple(w for w in ns.workloads.split(",") if w),
     )

@@ -199,3 +199,34 @@ def seed_via_sql(url: str, tokens: Path, n_users: int, per_user: int) -> int:
     )
     tokens_from_db(url, tokens, "SELECT user_id, array_agg(id) AS ids FROM tasks GROUP BY user_id")
     return n_tasks
+
+
+async def _first_syncs(port: int, tokens: dict[str, str]) -> dict[str, str]:
+    """Each user's first full sync through the service: its `next` sync token."""
+    client = RawClient(port)
+    found: dict[str, str] = {}
+    try:
+        for uid, token in tokens.items():
+            hdr = {"Authorization": f"Bearer {token}"}
+            status, _, body = await client.request("GET", f"{API}/changes?limit=500", hdr, b"")
+            if status == 200:
+                found[uid] = json.loads(body)["next"]
+    finally:
+        client.close()
+    return found
+
+
+def write_sync_clients(server: Server, tokens: dict[str, str], db_url: str, path: Path) -> None:
+    """The sync workloads' clients (bench/lua/common.lua, BENCH_SYNC): per user its token,
+    the sync token of a first full sync, and its tasks' ids with their current versions
+    (the ETags a client that synced holds)."""
+    since = asyncio.run(_first_syncs(server.port, tokens))
+    rows = fetch(
+        db_url,
+        "SELECT user_id, string_agg(id || ':' || version, ',' ORDER BY id) AS tasks "
+        "FROM tasks GROUP BY user_id",
+    )
+    versions = {r["user_id"]: r["tasks"] for r in rows}
+    lines = [f"{tokens[u]}\t{s}\t{versions.get(u, '')}\n" for u, s in since.items()]
+    path.write_text("".join(lines))
+    log(f"sync clients: {len(lines)} users synced once (their tokens and ETags in {path.name})")

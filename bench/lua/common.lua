@@ -95,6 +95,68 @@ function M.update()
   return wrk.format("PUT", M.prefix .. "/" .. id, u.auth, body)
 end
 
+-- Sync clients (BENCH_SYNC, written by the runner after seeding), one user a line:
+--     <HS256 JWT> \t <sync token of a first full sync> \t <task id>:<version>,...
+local syncers = {}
+
+function M.load_sync()
+  local path = os.getenv("BENCH_SYNC") or "bench/.data/sync.tsv"
+  local f = io.open(path, "r")
+  if not f then return end  -- only the sync workloads need it
+  for line in f:lines() do
+    local tok, since, tasks = line:match("^([^\t]*)\t([^\t]*)\t?(.*)$")
+    if tok and #tok > 0 then
+      local t = {}
+      for id, version in tasks:gmatch("(%d+):(%d+)") do t[#t + 1] = { id, version } end
+      syncers[#syncers + 1] = {
+        since = since,
+        tasks = t,
+        auth = { ["Authorization"] = "Bearer " .. tok },
+      }
+    end
+  end
+  f:close()
+end
+
+-- A polling client: its changes since its last sync (most polls: nothing new).
+function M.poll()
+  assert(#syncers > 0, "no sync clients (BENCH_SYNC)")
+  local s = syncers[math.random(#syncers)]
+  return wrk.format("GET", M.prefix .. "/changes?since=" .. s.since, s.auth)
+end
+
+-- A revalidating client: GET with the ETag it holds (the current one: 304, no body).
+function M.conditional()
+  local s = syncers[math.random(#syncers)]
+  local task = s.tasks[math.random(#s.tasks)]
+  local headers = { ["Authorization"] = s.auth["Authorization"],
+                    ["If-None-Match"] = '"' .. task[2] .. '"' }
+  return wrk.format("GET", M.prefix .. "/" .. task[1], headers)
+end
+
+-- A browser's GET: a cross-origin fetch from the front end, with the headers a browser
+-- sends (Origin makes CORS take its real path: the answer carries its CORS headers).
+local browser_headers = {
+  ["Origin"] = "http://localhost:3000",
+  ["Referer"] = "http://localhost:3000/tasks",
+  ["Accept"] = "application/json",
+  ["Accept-Language"] = "en-GB,en;q=0.9",
+  ["Accept-Encoding"] = "gzip, deflate, br, zstd",
+  ["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) " ..
+                   "Chrome/131.0.0.0 Safari/537.36",
+  ["Sec-Fetch-Mode"] = "cors",
+  ["Sec-Fetch-Site"] = "same-site",
+  ["Sec-Fetch-Dest"] = "empty",
+}
+
+function M.browser()
+  local u = M.user_with_ids()
+  local id = u.ids[math.random(#u.ids)] or "1"
+  local headers = { ["Authorization"] = u.auth["Authorization"] }
+  for k, v in pairs(browser_headers) do headers[k] = v end
+  return wrk.format("GET", M.prefix .. "/" .. id, headers)
+end
+
 -- wrk hooks --------------------------------------------------------------
 --
 -- A workload script loads this file and hands its request function to
@@ -114,6 +176,7 @@ end
 function M.init(args)
   math.randomseed(os.time() * 1000 + (_G.thread_no or 0) * 7919 + math.floor(os.clock() * 1e6))
   M.load()
+  M.load_sync()
   statuses = {}
 end
 
@@ -134,7 +197,7 @@ function M.done(summary, latency, requests)
   local non2xx = 0
   for k, v in pairs(st) do
     parts[#parts + 1] = string.format('"%d":%d', k, v)
-    if k < 200 or k > 299 then non2xx = non2xx + v end
+    if (k < 200 or k > 299) and k ~= 304 then non2xx = non2xx + v end  -- 304: a conditional GET's answer
   end
   local e = summary.errors
   local secs = summary.duration / 1e6
