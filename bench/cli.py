@@ -18,9 +18,9 @@ from bench.dbpath import measure_round_trip, start_path
 from bench.options import Options, parse_options
 from bench.processes import cleanup, install_cleanup
 from bench.profiling import profile, soak
-from bench.report import print_against_floor, print_table, print_worker_rss
+from bench.report import print_against_floor, print_headline, print_table, print_worker_rss
 from bench.scale import run_scale
-from bench.seeding import seed_via_api, write_sync_clients, write_tokens
+from bench.seeding import seed_via_api, write_cold_tokens, write_sync_clients, write_tokens
 from bench.servers import Server, server_env, start_all, uvicorn_command
 from bench.workloads import run_workloads, sweep_service
 from bench.wrk import WrkResult
@@ -53,6 +53,11 @@ def _print_header(opts: Options) -> None:
     )
 
 
+def _cold_count(opts: Options) -> int:
+    """Enough never-seen tokens for one cold run: more than it can send (~3,000 req/s)."""
+    return int(3000 * opts.duration) + 1000
+
+
 def _redis_url() -> str | None:
     """The local Redis (127.0.0.1:6379), if one answers."""
     try:
@@ -72,6 +77,7 @@ def _run_prod(
     ceilings: list[WrkResult],
     db_url: str,
     tokens: dict[str, str],
+    users: dict[str, list[int]],
 ) -> None:
     """--prod: the workloads against the production command (2 workers by default), with
     rate limits shared through Redis as the README recommends for several workers (when a
@@ -90,6 +96,7 @@ def _run_prod(
         label_prefix="prod ",
         only=opts.workloads,
         sync_clients=lambda: write_sync_clients(prod, tokens, db_url, DATA / "sync.tsv"),
+        cold_tokens=lambda: write_cold_tokens(DATA / "cold.tsv", users, _cold_count(opts)),
     )
     rs, rq, rl = ceilings
     print_table(
@@ -120,6 +127,7 @@ def _run_service(opts: Options) -> None:
         db_url,
         only=opts.workloads,
         sync_clients=lambda: write_sync_clients(service, tokens, db_url, DATA / "sync.tsv"),
+        cold_tokens=lambda: write_cold_tokens(DATA / "cold.tsv", users, _cold_count(opts)),
     )
     floor_rows = measure_floor(opts, opts.db, data, opts.duration)
     print_table(
@@ -130,12 +138,13 @@ def _run_service(opts: Options) -> None:
         rq.rps,
         rl.rps,
     )
+    print_headline(rows, rq, rl)
     print_against_floor(rows, floor_rows)
     print_worker_rss(service)
 
     if opts.prod:
         service.stop()  # leave the CPUs to the production instance
-        _run_prod(opts, env, data, [rs, rq, rl], db_url, tokens)
+        _run_prod(opts, env, data, [rs, rq, rl], db_url, tokens, users)
         start_all(service)
     if opts.sweep:
         print_table(

@@ -19,10 +19,10 @@ from bench.servers import Server
 Statuses = collections.Counter[int | str]
 
 
-def make_token(uid: str, ttl: int = 6 * 3600) -> str:
+def make_token(uid: str, ttl: int = 6 * 3600, issued: int | None = None) -> str:
     import jwt
 
-    now = int(time.time())
+    now = int(time.time()) if issued is None else issued
     return jwt.encode(
         {
             "sub": uid,
@@ -34,6 +34,26 @@ def make_token(uid: str, ttl: int = 6 * 3600) -> str:
         JWT_SECRET,
         algorithm="HS256",
     )
+
+
+def write_cold_tokens(path: Path, users: dict[str, list[int]], count: int) -> None:
+    """The cold workloads' requests (BENCH_COLD, bench/lua/common.lua), each token used
+    once: `count` tokens the service has not seen for the seeded users (as Better Auth
+    issues a new JWT every 15 minutes; here each with its own `iat`) with one of the
+    user's ids, then `count` tokens of users it has never seen (their first request
+    provisions them), without an id."""
+    import random
+
+    known = [u for u, ids in users.items() if ids]
+    base = int(time.time()) - 3600
+    with open(path, "w") as f:
+        for n in range(count):
+            uid = random.choice(known)
+            token = make_token(uid, ttl=12 * 3600, issued=base - n)
+            f.write(f"{token}\t{random.choice(users[uid])}\n")
+        for n in range(count):
+            f.write(f"{make_token(f'bench-new-user-{n:07d}-{base}', ttl=12 * 3600)}\t\n")
+    log(f"cold requests: {count} unseen tokens of known users, {count} new users")
 
 
 def write_tokens(

@@ -65,6 +65,7 @@ def wrk(
         **os.environ,
         "BENCH_DATA": str(data),
         "BENCH_SYNC": str(data.with_name("sync.tsv")),  # see seeding.write_sync_clients
+        "BENCH_COLD": str(data.with_name("cold.tsv")),  # see seeding.write_cold_tokens
         "BENCH_LUA_DIR": str(LUA),
         **(extra_env or {}),
     }

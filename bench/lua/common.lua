@@ -157,6 +157,47 @@ function M.browser()
   return wrk.format("GET", M.prefix .. "/" .. id, headers)
 end
 
+-- Cold requests (BENCH_COLD, written by the runner), one a line, each token used once:
+--     <JWT the service has not seen> \t <task id of its user, or empty: a new user>
+local cold_known, cold_new = {}, {}
+local cold_next_known, cold_next_new = 0, 0
+
+function M.load_cold()
+  local path = os.getenv("BENCH_COLD") or "bench/.data/cold.tsv"
+  local f = io.open(path, "r")
+  if not f then return end  -- only the cold workloads need it
+  for line in f:lines() do
+    local tok, id = line:match("^([^\t]*)\t(%d*)$")
+    if tok and #tok > 0 then
+      local headers = { ["Authorization"] = "Bearer " .. tok }
+      if #id > 0 then
+        cold_known[#cold_known + 1] = { headers, M.prefix .. "/" .. id }
+      else
+        cold_new[#cold_new + 1] = { headers, M.prefix .. "?limit=20" }
+      end
+    end
+  end
+  f:close()
+end
+
+local function next_cold(list, at)
+  assert(#list > 0, "no cold requests (BENCH_COLD)")
+  local r = list[at % #list + 1]  -- past the end they repeat (then warm: the file is sized)
+  return wrk.format("GET", r[2], r[1])
+end
+
+-- A known user's GET with a token the service has not verified yet.
+function M.cold_token()
+  cold_next_known = cold_next_known + 1
+  return next_cold(cold_known, cold_next_known)
+end
+
+-- A new user's first request (a list: it has no task yet): provisioning and the query.
+function M.new_user()
+  cold_next_new = cold_next_new + 1
+  return next_cold(cold_new, cold_next_new)
+end
+
 -- wrk hooks --------------------------------------------------------------
 --
 -- A workload script loads this file and hands its request function to
@@ -177,6 +218,7 @@ function M.init(args)
   math.randomseed(os.time() * 1000 + (_G.thread_no or 0) * 7919 + math.floor(os.clock() * 1e6))
   M.load()
   M.load_sync()
+  M.load_cold()
   statuses = {}
 end
 
