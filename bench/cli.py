@@ -147,6 +147,7 @@ def _run_service(opts: Options) -> None:
         _run_prod(opts, env, data, [rs, rq, rl], db_url, tokens, users)
         start_all(service)
     if opts.sweep:
+        start_all(qy)  # the one-query ceiling again, for reference
         print_table(
             "connection sweep (service 1 worker; one-query ceiling for reference)",
             sweep_service(service, qy, data, opts.duration),

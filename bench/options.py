@@ -144,8 +144,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--pooler-pool-size",
         type=int,
-        default=100,
-        help="PgBouncer's server connections (default 100: never the limit)",
+        default=40,
+        help="PgBouncer's server connections to PostgreSQL (default 40: above any pool the "
+        "run uses, within a shared server's max_connections)",
     )
     ap.add_argument(
         "--workloads",

@@ -74,7 +74,7 @@ class _PooledSession:
         database = self._database
         connection = self._connection
         if database._pooled:
-            return await _run_unnamed(database._unnamed[connection], connection, sql, args, limit)
+            return await run_unnamed(database._unnamed[connection], connection, sql, args, limit)
         try:
             if limit == 1:
                 record = await connection.fetchrow(sql, *args)
@@ -89,7 +89,7 @@ class _PooledSession:
             if self._transaction is not None:
                 raise
             statements = database._unnamed.setdefault(connection, {})
-            return await _run_unnamed(statements, connection, sql, args, limit)
+            return await run_unnamed(statements, connection, sql, args, limit)
 
     async def begin(self) -> None:
         if self._transaction is None:
@@ -110,7 +110,7 @@ class _PooledSession:
         )
 
 
-async def _run_unnamed(
+async def run_unnamed(
     statements: dict[str, Any], connection: Any, sql: str, args: Sequence[Any], limit: int
 ) -> list[Any]:
     """Run `sql` as the unnamed statement: parse, bind, execute and sync sent together, one
@@ -149,6 +149,23 @@ async def _probe(connection: Any) -> str | None:
     return "the server's process id is not the connection's"
 
 
+POOL_BASE = 10
+POOL_PER_MS = 4
+POOL_MAX = 64
+
+
+def pool_size_for(round_trip: float) -> int:
+    """The pool's size when DB_POOL_SIZE is unset, for a database `round_trip` seconds away:
+    10 connections, plus 4 per millisecond of round trip, at most 64.
+
+    A connection serves at most one statement per round trip, and one worker answers at
+    most ~4,000 requests a second (of one statement each) on this machine's cores: with the
+    database 1 ms away each way the pool grows to ~18, 5 ms away to ~52 (measured in
+    bench/README.md). Next to the database it stays at 10: more connections there only
+    make PostgreSQL's processes compete for the cores (20 measured 12% slower on the mix)."""
+    return min(POOL_MAX, POOL_BASE + int(POOL_PER_MS * 1000 * round_trip))
+
+
 # Connections idle longer than this are closed (checked every IDLE_CHECK_SECONDS), so an
 # idle service holds no connections, as with asyncpg's `max_inactive_connection_lifetime`.
 IDLE_LIFETIME_SECONDS = 300.0
@@ -164,7 +181,7 @@ class PostgresDatabase:
       trips; an operation of several statements asks for a transaction (`begin`).
     - One round trip per statement, directly (named prepared statements, asyncpg's cache)
       and behind a transaction pooler (the unnamed statement, parsed with each bind:
-      `_run_unnamed`). Whether a pooler is in between is the setting's
+      `run_unnamed`). Whether a pooler is in between is the setting's
       (`DB_PREPARED_STATEMENTS`), the host's (Neon's `-pooler`), or else found out on the
       first connection (`_probe`) or at the first prepared statement a pooler lost.
     - Requests wait for a connection in arrival order (`_slots`, as many as the pool's
@@ -199,6 +216,9 @@ class PostgresDatabase:
             **resolved.connect_args,
         }
         self._slots = Slots(settings.db_pool_size, settings.db_pool_timeout_seconds)
+        # DB_POOL_SIZE unset: the pool follows the database's round trip (pool_size_for)
+        self._adaptive = "db_pool_size" not in settings.model_fields_set
+        self._fastest: float | None = None  # the smallest round trip seen, in seconds
         self._idle: deque[tuple[Any, float]] = deque()  # (connection, idle since); newest last
         self._generations: dict[Any, int] = {}  # every open connection, and its generation
         self._generation = 0
@@ -257,7 +277,25 @@ class PostgresDatabase:
         self._generations[connection] = self._generation
         if self._pooled:
             self._unnamed[connection] = {}
+        if self._adaptive:
+            try:
+                await self._measure(connection)
+            except BaseException:
+                self._discard(connection)
+                raise
         return connection
+
+    async def _measure(self, connection: Any) -> None:
+        """Time one round trip on a new connection; size the pool by the smallest seen."""
+        start = time.perf_counter()
+        await connection.execute("SELECT 1", timeout=self._settings.db_connect_timeout_seconds)
+        seconds = time.perf_counter() - start
+        if self._fastest is None or seconds < self._fastest:
+            self._fastest = seconds
+            size = pool_size_for(seconds)
+            if size != self._slots.size:
+                logger.info("database round trip %.2f ms: pool of %d", 1000 * seconds, size)
+                self._slots.resize(size)
 
     async def _connect(self) -> Any:
         """A new connection; the first one, unless the setting or the host said, finds out
@@ -282,7 +320,7 @@ class PostgresDatabase:
         return await asyncpg.connect(**self._connect_args)
 
     def _found_pooler(self, why: str) -> None:
-        """From now on every connection sends its statements unnamed (`_run_unnamed`)."""
+        """From now on every connection sends its statements unnamed (`run_unnamed`)."""
         if self._pooled:
             return
         logger.warning(
