@@ -53,7 +53,11 @@ def print_against_floor(rows: list[WrkResult], floor_rows: list[WrkResult]) -> N
     by_label = {r.label: r.rps for r in rows}
     print(
         "service / floor (the same statements, no features): "
-        + ", ".join(f"{r.label[7:]} {by_label[r.label[7:]] / r.rps:.3f}" for r in floor_rows)
+        + ", ".join(
+            f"{r.label[7:]} {by_label[r.label[7:]] / r.rps:.3f}"
+            for r in floor_rows
+            if r.label[7:] in by_label  # --workloads may leave one out
+        )
     )
 
 
