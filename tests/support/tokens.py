@@ -15,7 +15,7 @@ def make_token(
     *,
     secret: str = TEST_SECRET,
     algorithm: str = "HS256",
-    ttl: int = 600,
+    ttl: int = 3600,  # a busy machine can take over 10 minutes from import to a test
     headers: dict[str, Any] | None = None,
     **claims: Any,
 ) -> str:
