@@ -49,6 +49,7 @@ class CountingProxy:
         self.port = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
 
     async def __aenter__(self) -> CountingProxy:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -58,11 +59,10 @@ class CountingProxy:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         self._server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(BaseException):
-                await task
+        for writer in list(self._writers):  # the pumps then end by themselves
+            writer.close()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
         with contextlib.suppress(Exception):
             await self._server.wait_closed()
 
@@ -71,6 +71,7 @@ class CountingProxy:
         assert task is not None
         self._tasks.add(task)
         up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        self._writers.update((writer, up_writer))
         state = {"client_turn": False}  # whether the client is speaking (a round trip begun)
 
         async def pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter, up: bool) -> None:
@@ -95,3 +96,4 @@ class CountingProxy:
             await asyncio.gather(pump(reader, up_writer, True), pump(up_reader, writer, False))
         finally:
             self._tasks.discard(task)
+            self._writers.difference_update((writer, up_writer))
