@@ -18,7 +18,9 @@ from urllib.parse import urlsplit
 
 from bench.core import ROOT, log
 from bench.options import Options
-from bench.processes import free_port, spawn
+from bench.processes import adopt, free_port, spawn
+
+_KEEP: list[object] = []  # the run's PgBouncer, alive until the process exits
 
 
 def _wait_port(port: int, seconds: float = 10.0) -> None:
@@ -52,7 +54,12 @@ def start_path(opts: Options) -> str:
             # each reuse, which a production pooler does not)
             settings={"server_check_delay": 30, "server_idle_timeout": 600},
         )
-        bouncer.start()  # stopped at exit (tests.support.pgbouncer registers it)
+        bouncer.start()
+        # Stopped at exit with the servers (tests.support.pgbouncer only tracks it weakly:
+        # once this function returned, its own atexit hook no longer saw it).
+        assert bouncer._proc is not None
+        adopt(bouncer._proc)
+        _KEEP.append(bouncer)
         log(f"pgbouncer (transaction mode) on port {bouncer.port} -> {host}:{port}")
         host, port = "127.0.0.1", bouncer.port
     if opts.db_latency_ms:
