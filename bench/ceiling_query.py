@@ -14,6 +14,9 @@ Environment:
                        deque, as the service does (here with asyncio.Semaphore, which
                        costs a little more per wait than the service's own slots),
                        instead of through asyncpg's Pool
+    BENCH_POOLER       non-empty: PostgreSQL is behind a transaction pooler; statements are
+                       sent unnamed, parsed with each bind (one round trip), as the service
+                       sends them there
     CEILING_ID_MIN / CEILING_ID_MAX  range for random ids (default: min/max(id)
                        of tasks, read at startup)
 
@@ -40,6 +43,7 @@ import asyncpg
 import orjson
 
 from bench.asgi import Receive, Scope, Send
+from taskapi.db.postgres import run_unnamed
 
 _SQL = (
     "SELECT id, title, description, completed, priority, due_date, user_id, "
@@ -59,6 +63,24 @@ async def _no_reset(connection: Any) -> None:
     return None
 
 
+_POOLED = bool(os.environ.get("BENCH_POOLER"))
+# As the service connects: client_encoding as the server spells it (else PgBouncer sets it
+# in every transaction); no statement cache behind a pooler.
+_CONNECT: dict[str, Any] = {"server_settings": {"client_encoding": "UTF8"}}
+if _POOLED:
+    _CONNECT["statement_cache_size"] = 0
+_UNNAMED: dict[Any, dict[str, Any]] = {}
+
+
+async def _fetchrow(connection: Any, sql: str, *args: Any) -> Any:
+    """One row, in one round trip (behind a pooler: the unnamed statement, as the service)."""
+    if not _POOLED:
+        return await connection.fetchrow(sql, *args)
+    raw = getattr(connection, "_con", None) or connection  # a pool's proxy: its connection
+    rows = await run_unnamed(_UNNAMED.setdefault(raw, {}), raw, sql, args, 1)
+    return rows[0] if rows else None
+
+
 class _LeanPool:
     """CEILING_POOL=lean: connections handed out first come, first served from a deque of
     asyncpg connections, as the service does (here with a FIFO `asyncio.Semaphore`, not the
@@ -72,7 +94,7 @@ class _LeanPool:
         await self._slots.acquire()
         connection = self._idle.pop()
         try:
-            return await connection.fetchrow(sql, *args)
+            return await _fetchrow(connection, sql, *args)
         finally:
             self._idle.append(connection)
             self._slots.release()
@@ -84,12 +106,12 @@ class _LeanPool:
 async def _startup() -> None:
     size = int(os.environ.get("CEILING_POOL_SIZE", "10"))
     if os.environ.get("CEILING_POOL") == "lean":
-        pool = _LeanPool([await asyncpg.connect(_dsn()) for _ in range(size)])
+        pool = _LeanPool([await asyncpg.connect(_dsn(), **_CONNECT) for _ in range(size)])
         await _load_range(pool)
         return
     # As the service's pool: no reset query on release (the default adds a round trip).
     reset = None if os.environ.get("CEILING_POOL_RESET") == "default" else _no_reset
-    pool = await asyncpg.create_pool(_dsn(), min_size=size, max_size=size, reset=reset)
+    pool = await asyncpg.create_pool(_dsn(), min_size=size, max_size=size, reset=reset, **_CONNECT)
     await _load_range(pool)
 
 
@@ -150,7 +172,12 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
             task_id = int(tail)
     if task_id is None:
         task_id = random.randint(_state["lo"], _state["hi"])
-    row = await _state["pool"].fetchrow(_SQL, task_id)
+    pool = _state["pool"]
+    if _POOLED and not isinstance(pool, _LeanPool):
+        async with pool.acquire() as connection:
+            row = await _fetchrow(connection, _SQL, task_id)
+    else:
+        row = await pool.fetchrow(_SQL, task_id)
     if row is None:
         await _send_json(send, 404, b'{"detail":"not found"}')
         return

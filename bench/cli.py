@@ -4,23 +4,41 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from bench.ceilings import measure_ceilings, measure_floor, run_ceilings_only, start_ceilings
-from bench.core import DATA, LOGS, SERVER_FLAGS
+from bench.core import DATA, LOGS, SERVER_FLAGS, log
 from bench.database import prepare_db
+from bench.dbpath import measure_round_trip, start_path
 from bench.options import Options, parse_options
 from bench.processes import cleanup, install_cleanup
 from bench.profiling import profile, soak
-from bench.report import print_against_floor, print_table, print_worker_rss
+from bench.report import print_against_floor, print_headline, print_table, print_worker_rss
 from bench.scale import run_scale
-from bench.seeding import seed_via_api, write_tokens
+from bench.seeding import seed_via_api, write_cold_tokens, write_sync_clients, write_tokens
 from bench.servers import Server, server_env, start_all, uvicorn_command
 from bench.workloads import run_workloads, sweep_service
 from bench.wrk import WrkResult
+
+
+def _print_path(opts: Options) -> None:
+    """Where the servers' PostgreSQL is, and the round trip measured through that path."""
+    direct = measure_round_trip(opts.database_url("postgres"))
+    through = measure_round_trip(opts.server_database_url("postgres"))
+    way = []
+    if opts.db_latency_ms:
+        way.append(f"+{opts.db_latency_ms:g} ms each way (latency proxy)")
+    if opts.pooler:
+        way.append("PgBouncer 1.18, transaction mode")
+    print(
+        f"database path (all servers): {', '.join(way) or 'direct'}; SELECT 1 round trip "
+        f"median {through:.2f} ms (direct {direct:.2f} ms)"
+    )
 
 
 def _print_header(opts: Options) -> None:
@@ -35,14 +53,51 @@ def _print_header(opts: Options) -> None:
     )
 
 
+def _cold_count(opts: Options) -> int:
+    """Enough never-seen tokens for one cold run: more than it can send (~3,000 req/s)."""
+    return int(3000 * opts.duration) + 1000
+
+
+def _redis_url() -> str | None:
+    """The local Redis (127.0.0.1:6379), if one answers."""
+    try:
+        with socket.create_connection(("127.0.0.1", 6379), timeout=1) as s:
+            s.sendall(b"PING\r\n")
+            if s.recv(16).startswith(b"+PONG"):
+                return "redis://127.0.0.1:6379/0"
+    except OSError:
+        pass
+    return None
+
+
 def _run_prod(
-    opts: Options, env: dict[str, str], data: Path, ceilings: list[WrkResult], db_url: str
+    opts: Options,
+    env: dict[str, str],
+    data: Path,
+    ceilings: list[WrkResult],
+    db_url: str,
+    tokens: dict[str, str],
+    users: dict[str, list[int]],
 ) -> None:
-    """--prod: the workloads against the production command (2 workers by default)."""
+    """--prod: the workloads against the production command (2 workers by default), with
+    rate limits shared through Redis as the README recommends for several workers (when a
+    Redis answers on 127.0.0.1:6379; else in memory, and said so)."""
     prod_cmd = opts.prod_cmd.split() if opts.prod_cmd else uvicorn_command(opts.app, 2, "{port}")
-    prod = Server("service_prod", opts.app, env, workers=2, extra_cmd=prod_cmd)
+    redis = _redis_url()
+    log(f"--prod rate limits: {'Redis ' + redis if redis else 'in memory (no Redis found)'}")
+    prod_env = {**env, "REDIS_URL": redis} if redis else env
+    prod = Server("service_prod", opts.app, prod_env, workers=2, extra_cmd=prod_cmd)
     start_all(prod)
-    rows = run_workloads(prod, data, opts.duration, db_url, label_prefix="prod ")
+    rows = run_workloads(
+        prod,
+        data,
+        opts.duration,
+        db_url,
+        label_prefix="prod ",
+        only=opts.workloads,
+        sync_clients=lambda: write_sync_clients(prod, tokens, db_url, DATA / "sync.tsv"),
+        cold_tokens=lambda: write_cold_tokens(DATA / "cold.tsv", users, _cold_count(opts)),
+    )
     rs, rq, rl = ceilings
     print_table(
         f"production command: {' '.join(prod_cmd)}", [*ceilings, *rows], rs.rps, rq.rps, rl.rps
@@ -62,10 +117,18 @@ def _run_service(opts: Options) -> None:
     data = DATA / "tokens.tsv"
     write_tokens(data, users, tokens)
     st, qy, ql = start_ceilings(opts, opts.db)
-    rs, rq, rl = measure_ceilings(st, qy, ql, data, opts.duration)
+    rs, rq, rl = measure_ceilings(st, qy, ql, data, opts.duration, db_url)
     st.stop()
     ql.stop()
-    rows = run_workloads(service, data, opts.duration, db_url)
+    rows = run_workloads(
+        service,
+        data,
+        opts.duration,
+        db_url,
+        only=opts.workloads,
+        sync_clients=lambda: write_sync_clients(service, tokens, db_url, DATA / "sync.tsv"),
+        cold_tokens=lambda: write_cold_tokens(DATA / "cold.tsv", users, _cold_count(opts)),
+    )
     floor_rows = measure_floor(opts, opts.db, data, opts.duration)
     print_table(
         f"service {opts.app} (1 worker) vs ceilings; schema: alembic; "
@@ -75,14 +138,16 @@ def _run_service(opts: Options) -> None:
         rq.rps,
         rl.rps,
     )
+    print_headline(rows, rq, rl)
     print_against_floor(rows, floor_rows)
     print_worker_rss(service)
 
     if opts.prod:
         service.stop()  # leave the CPUs to the production instance
-        _run_prod(opts, env, data, [rs, rq, rl], db_url)
+        _run_prod(opts, env, data, [rs, rq, rl], db_url, tokens, users)
         start_all(service)
     if opts.sweep:
+        start_all(qy)  # the one-query ceiling again, for reference
         print_table(
             "connection sweep (service 1 worker; one-query ceiling for reference)",
             sweep_service(service, qy, data, opts.duration),
@@ -110,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     (LOGS / "wrk.log").unlink(missing_ok=True)
     _print_header(opts)
     try:
+        opts = replace(opts, server_pg_url=start_path(opts))
+        _print_path(opts)
         if opts.ceilings_only:
             run_ceilings_only(opts)
             return 0

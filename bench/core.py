@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-DATA = BENCH / ".data"
+# BENCH_DATA_DIR: another directory for the run's files (tokens, logs), so that two runs
+# (on two --db databases) do not share them.
+DATA = Path(os.environ.get("BENCH_DATA_DIR") or BENCH / ".data")
 LOGS = DATA / "logs"
 LUA = BENCH / "lua"
 VENV_BIN = Path(sys.executable).parent

@@ -34,6 +34,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from taskapi.db.postgres import run_unnamed
 from taskapi.tasks import queries as service
 from taskapi.tasks.contract import PREFIX, Cursor, next_link
 from taskapi.tasks.render import page_json, rendered_from_record
@@ -57,6 +58,13 @@ def _dsn() -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://")
 
 
+_POOLED = bool(os.environ.get("BENCH_POOLER"))  # behind a pooler: unnamed, as the service
+_CONNECT: dict[str, Any] = {"server_settings": {"client_encoding": "UTF8"}}
+if _POOLED:
+    _CONNECT["statement_cache_size"] = 0
+_UNNAMED: dict[Any, dict[str, Any]] = {}
+
+
 class _Connections:
     """`size` connections, handed out first come, first served (as the service does)."""
 
@@ -68,7 +76,11 @@ class _Connections:
         await self._slots.acquire()
         connection = self._idle.pop()
         try:
-            return await getattr(connection, method)(sql, *args)
+            if not _POOLED:
+                return await getattr(connection, method)(sql, *args)
+            statements = _UNNAMED.setdefault(connection, {})
+            rows = await run_unnamed(statements, connection, sql, args, int(method == "fetchrow"))
+            return (rows[0] if rows else None) if method == "fetchrow" else rows
         finally:
             self._idle.append(connection)
             self._slots.release()
@@ -138,6 +150,7 @@ async def _create(owner: str, data: dict[str, Any]) -> tuple[int, bytes, list[An
         "user_id": owner,
         "created_at": now,
         "updated_at": now,
+        "owner_id": owner,  # the owner's change number (the change feed)
     }
     row = await _run(service.CREATE_TASK, "fetchrow", params)
     return 201, row["json"], [(b"location", f"{PREFIX}/{row['id']}".encode())]
@@ -156,7 +169,7 @@ async def _lifespan(receive: Any, send: Any) -> None:
         message = await receive()
         if message["type"] == "lifespan.startup":
             size = int(os.environ.get("DB_POOL_SIZE", "10"))
-            connections = [await asyncpg.connect(_dsn()) for _ in range(size)]
+            connections = [await asyncpg.connect(_dsn(), **_CONNECT) for _ in range(size)]
             _state["db"] = _Connections(connections)
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":

@@ -37,9 +37,19 @@ class Options:
     deep_seconds: float
     rss_interval: float
     repeat: int
+    db_latency_ms: float  # added each way between the servers and PostgreSQL (0: none)
+    pooler: bool  # the servers reach PostgreSQL through PgBouncer in transaction mode
+    pooler_pool_size: int
+    workloads: tuple[str, ...] = ()  # the service's workloads to run (empty: all)
+    server_pg_url: str = ""  # where the servers connect (set by the runner: bench/dbpath.py)
 
     def database_url(self, db: str) -> str:
+        """The runner's own way to database `db`: straight to PostgreSQL."""
         return f"{self.pg_url.rstrip('/')}/{db}"
+
+    def server_database_url(self, db: str) -> str:
+        """The servers' way to database `db`: the run's path (latency, pooler) if any."""
+        return f"{(self.server_pg_url or self.pg_url).rstrip('/')}/{db}"
 
 
 def _service_pool_size() -> int:
@@ -119,6 +129,30 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--deep-seconds", type=float, default=120, help="bound on the deep pagination walk"
     )
+    ap.add_argument(
+        "--db-latency",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="a proxy adding MS milliseconds each way between every server and PostgreSQL",
+    )
+    ap.add_argument(
+        "--pooler",
+        action="store_true",
+        help="every server reaches PostgreSQL through PgBouncer in transaction mode",
+    )
+    ap.add_argument(
+        "--pooler-pool-size",
+        type=int,
+        default=40,
+        help="PgBouncer's server connections to PostgreSQL (default 40: above any pool the "
+        "run uses, within a shared server's max_connections)",
+    )
+    ap.add_argument(
+        "--workloads",
+        default="",
+        help="comma-separated subset of the service's workloads (default: all)",
+    )
     ap.add_argument("--rss-interval", type=float, default=5.0)
     ap.add_argument("--repeat", type=int, default=2, help="--scale: best of N runs per measurement")
     return ap
@@ -148,4 +182,8 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         deep_seconds=ns.deep_seconds,
         rss_interval=ns.rss_interval,
         repeat=ns.repeat,
+        db_latency_ms=ns.db_latency,
+        pooler=ns.pooler,
+        pooler_pool_size=ns.pooler_pool_size,
+        workloads=tuple(w for w in ns.workloads.split(",") if w),
     )

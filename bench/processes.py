@@ -31,6 +31,11 @@ def spawn(cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
     return proc
 
 
+def adopt(proc: subprocess.Popen[bytes]) -> None:
+    """A child started elsewhere in its own session, killed by `cleanup` too."""
+    _PROCS.append(proc)
+
+
 def kill_group(p: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     if p.poll() is None:
         try:

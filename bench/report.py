@@ -53,8 +53,34 @@ def print_against_floor(rows: list[WrkResult], floor_rows: list[WrkResult]) -> N
     by_label = {r.label: r.rps for r in rows}
     print(
         "service / floor (the same statements, no features): "
-        + ", ".join(f"{r.label[7:]} {by_label[r.label[7:]] / r.rps:.3f}" for r in floor_rows)
+        + ", ".join(
+            f"{r.label[7:]} {by_label[r.label[7:]] / r.rps:.3f}"
+            for r in floor_rows
+            if r.label[7:] in by_label  # --workloads may leave one out
+        )
     )
+
+
+def print_headline(rows: list[WrkResult], query: WrkResult, lean: WrkResult) -> None:
+    """GET and the mix against the faster one-query ceiling (the lean one, as a rule), and
+    the cold requests' extra cost: wall time per request at saturation (1/req/s, one
+    worker), over the warm GET's."""
+    by_label = {r.label: r for r in rows}
+    best = max(query, lean, key=lambda r: r.rps)
+    parts = [
+        f"{name} {by_label[name].rps / best.rps:.3f}"
+        for name in ("get_by_id", "mix")
+        if name in by_label
+    ]
+    print(f"headline: service / {best.label} (the faster one-query ceiling): " + ", ".join(parts))
+    warm = by_label.get("get_by_id")
+    cold = [by_label[name] for name in ("cold_token", "new_user") if name in by_label]
+    if warm and cold:
+        print(
+            "cold requests, time per request (1/req/s) over the warm GET's "
+            f"({1e6 / warm.rps:.0f} µs): "
+            + ", ".join(f"{r.label} +{1e6 / r.rps - 1e6 / warm.rps:.0f} µs" for r in cold)
+        )
 
 
 def print_worker_rss(service: Server) -> None:

@@ -1,4 +1,5 @@
-"""--scale: the same requests with 10 thousand and 10 million tasks, and deep pagination.
+"""--scale: the same requests with 10 thousand and 10 million tasks, and deep pagination;
+the change feed's polls too (its cost must not grow with the table).
 
 A separate database (`<db>_scale`) filled by SQL (seeding through the API would take hours):
 100,000 users; phase 10k, 200 users x 50 tasks; phase 10M, grown over all users plus one
@@ -19,7 +20,7 @@ from bench.core import API, DATA, log
 from bench.database import execute_bulk, fetch, prepare_db, task_insert
 from bench.options import Options
 from bench.report import fmt_ms, print_table
-from bench.seeding import make_token, tokens_from_db, write_tokens
+from bench.seeding import make_token, tokens_from_db, write_sync_clients, write_tokens
 from bench.servers import Server, server_env, start_all
 from bench.wrk import WrkResult, wrk
 
@@ -28,7 +29,7 @@ SAMPLE_USERS = 200  # phase A: 10k tasks = 200 users x 50
 SAMPLE_PER_USER = 50
 WHALE = "scale-whale"
 WHALE_TASKS = 100_000
-PHASE_ROWS = ("one-query ceiling", "get_by_id", "list first page")
+PHASE_ROWS = ("one-query ceiling", "get_by_id", "list first page", "feed poll")
 DEEP_PAGES = (11, 101, 501)  # pages of the whale's list measured with wrk besides page 1
 
 Phase = dict[str, WrkResult]
@@ -120,10 +121,15 @@ def _measure_phase(
         ]
         return max(runs, key=lambda r: r.rps)
 
+    # The change feed's polling clients (issue 12): the phase's users, each after a first
+    # full sync; a poll since that token reads the owner's changes past it (none here).
+    users = [line.split("\t") for line in tokens.read_text().splitlines() if line]
+    write_sync_clients(service, {u[0]: u[1] for u in users}, url, DATA / "sync.tsv")
     results = {
         "one-query ceiling": best("one-query ceiling", qy.url, "get_by_id"),
         "get_by_id": best("get_by_id", service.url, "get_by_id"),
         "list first page": best("list first page", service.url, "list"),
+        "feed poll": best("feed poll", service.url, "poll"),
     }
     print_table(f"scale phase {phase}", list(results.values()), None, results[PHASE_ROWS[0]].rps)
     qy.stop()

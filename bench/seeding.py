@@ -19,10 +19,10 @@ from bench.servers import Server
 Statuses = collections.Counter[int | str]
 
 
-def make_token(uid: str, ttl: int = 6 * 3600) -> str:
+def make_token(uid: str, ttl: int = 6 * 3600, issued: int | None = None) -> str:
     import jwt
 
-    now = int(time.time())
+    now = int(time.time()) if issued is None else issued
     return jwt.encode(
         {
             "sub": uid,
@@ -34,6 +34,26 @@ def make_token(uid: str, ttl: int = 6 * 3600) -> str:
         JWT_SECRET,
         algorithm="HS256",
     )
+
+
+def write_cold_tokens(path: Path, users: dict[str, list[int]], count: int) -> None:
+    """The cold workloads' requests (BENCH_COLD, bench/lua/common.lua), each token used
+    once: `count` tokens the service has not seen for the seeded users (as Better Auth
+    issues a new JWT every 15 minutes; here each with its own `iat`) with one of the
+    user's ids, then `count` tokens of users it has never seen (their first request
+    provisions them), without an id."""
+    import random
+
+    known = [u for u, ids in users.items() if ids]
+    base = int(time.time()) - 3600
+    with open(path, "w") as f:
+        for n in range(count):
+            uid = random.choice(known)
+            token = make_token(uid, ttl=12 * 3600, issued=base - n)
+            f.write(f"{token}\t{random.choice(users[uid])}\n")
+        for n in range(count):
+            f.write(f"{make_token(f'bench-new-user-{n:07d}-{base}', ttl=12 * 3600)}\t\n")
+    log(f"cold requests: {count} unseen tokens of known users, {count} new users")
 
 
 def write_tokens(
@@ -199,3 +219,36 @@ def seed_via_sql(url: str, tokens: Path, n_users: int, per_user: int) -> int:
     )
     tokens_from_db(url, tokens, "SELECT user_id, array_agg(id) AS ids FROM tasks GROUP BY user_id")
     return n_tasks
+
+
+async def _first_syncs(port: int, tokens: dict[str, str]) -> dict[str, str]:
+    """Each user's first full sync through the service: its `next` sync token."""
+    client = RawClient(port)
+    found: dict[str, str] = {}
+    try:
+        for uid, token in tokens.items():
+            hdr = {"Authorization": f"Bearer {token}"}
+            status, _, body = await client.request("GET", f"{API}/changes?limit=500", hdr, b"")
+            if status == 200:
+                found[uid] = json.loads(body)["next"]
+    finally:
+        client.close()
+    return found
+
+
+def write_sync_clients(server: Server, tokens: dict[str, str], db_url: str, path: Path) -> None:
+    """The sync workloads' clients (bench/lua/common.lua, BENCH_SYNC): per user its token,
+    the sync token of a first full sync, and its tasks' ids with their current versions
+    (the ETags a client that synced holds)."""
+    since = asyncio.run(_first_syncs(server.port, tokens))
+    # the runner's own user ids (bench-user-..., scale-u-...): safe to quote as they are
+    owners = ",".join(f"'{uid}'" for uid in since) or "''"
+    rows = fetch(
+        db_url,
+        "SELECT user_id, string_agg(id || ':' || version, ',' ORDER BY id) AS tasks "
+        f"FROM tasks WHERE user_id IN ({owners}) GROUP BY user_id",
+    )
+    versions = {r["user_id"]: r["tasks"] for r in rows}
+    lines = [f"{tokens[u]}\t{s}\t{versions.get(u, '')}\n" for u, s in since.items()]
+    path.write_text("".join(lines))
+    log(f"sync clients: {len(lines)} users synced once (their tokens and ETags in {path.name})")

@@ -16,7 +16,9 @@ from bench.processes import children, cmdline, descendants, free_port, kill_grou
 
 def server_env(opts: Options, db: str) -> dict[str, str]:
     return {
-        "DATABASE_URL": opts.database_url(db),
+        "DATABASE_URL": opts.server_database_url(db),
+        # the ceilings and the floor send unnamed statements behind a pooler, as the service
+        "BENCH_POOLER": "1" if opts.pooler else "",
         "JWT_SECRET": JWT_SECRET,
         "JWT_ALGORITHM": "HS256",
         "ENVIRONMENT": "production",

@@ -61,7 +61,14 @@ def wrk(
         str(LUA / f"{script}.lua"),
         url,
     ]
-    env = {**os.environ, "BENCH_DATA": str(data), "BENCH_LUA_DIR": str(LUA), **(extra_env or {})}
+    env = {
+        **os.environ,
+        "BENCH_DATA": str(data),
+        "BENCH_SYNC": str(data.with_name("sync.tsv")),  # see seeding.write_sync_clients
+        "BENCH_COLD": str(data.with_name("cold.tsv")),  # see seeding.write_cold_tokens
+        "BENCH_LUA_DIR": str(LUA),
+        **(extra_env or {}),
+    }
     if not quiet:
         log(f"wrk {label}: {' '.join(cmd)}")
     mine = own_pids()

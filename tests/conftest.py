@@ -157,8 +157,6 @@ def settings_overrides() -> dict[str, Any]:
 @pytest.fixture
 def settings(database_url: str, backend: str, settings_overrides: dict[str, Any]) -> Settings:
     overrides = dict(settings_overrides)
-    if backend == "pgbouncer":
-        overrides.setdefault("db_prepared_statements", False)
     return make_settings(database_url, **overrides)
 
 

@@ -95,6 +95,109 @@ function M.update()
   return wrk.format("PUT", M.prefix .. "/" .. id, u.auth, body)
 end
 
+-- Sync clients (BENCH_SYNC, written by the runner after seeding), one user a line:
+--     <HS256 JWT> \t <sync token of a first full sync> \t <task id>:<version>,...
+local syncers = {}
+
+function M.load_sync()
+  local path = os.getenv("BENCH_SYNC") or "bench/.data/sync.tsv"
+  local f = io.open(path, "r")
+  if not f then return end  -- only the sync workloads need it
+  for line in f:lines() do
+    local tok, since, tasks = line:match("^([^\t]*)\t([^\t]*)\t?(.*)$")
+    if tok and #tok > 0 then
+      local t = {}
+      for id, version in tasks:gmatch("(%d+):(%d+)") do t[#t + 1] = { id, version } end
+      syncers[#syncers + 1] = {
+        since = since,
+        tasks = t,
+        auth = { ["Authorization"] = "Bearer " .. tok },
+      }
+    end
+  end
+  f:close()
+end
+
+-- A polling client: its changes since its last sync (most polls: nothing new).
+function M.poll()
+  assert(#syncers > 0, "no sync clients (BENCH_SYNC)")
+  local s = syncers[math.random(#syncers)]
+  return wrk.format("GET", M.prefix .. "/changes?since=" .. s.since, s.auth)
+end
+
+-- A revalidating client: GET with the ETag it holds (the current one: 304, no body).
+function M.conditional()
+  local s = syncers[math.random(#syncers)]
+  local task = s.tasks[math.random(#s.tasks)]
+  local headers = { ["Authorization"] = s.auth["Authorization"],
+                    ["If-None-Match"] = '"' .. task[2] .. '"' }
+  return wrk.format("GET", M.prefix .. "/" .. task[1], headers)
+end
+
+-- A browser's GET: a cross-origin fetch from the front end, with the headers a browser
+-- sends (Origin makes CORS take its real path: the answer carries its CORS headers).
+local browser_headers = {
+  ["Origin"] = "http://localhost:3000",
+  ["Referer"] = "http://localhost:3000/tasks",
+  ["Accept"] = "application/json",
+  ["Accept-Language"] = "en-GB,en;q=0.9",
+  ["Accept-Encoding"] = "gzip, deflate, br, zstd",
+  ["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) " ..
+                   "Chrome/131.0.0.0 Safari/537.36",
+  ["Sec-Fetch-Mode"] = "cors",
+  ["Sec-Fetch-Site"] = "same-site",
+  ["Sec-Fetch-Dest"] = "empty",
+}
+
+function M.browser()
+  local u = M.user_with_ids()
+  local id = u.ids[math.random(#u.ids)] or "1"
+  local headers = { ["Authorization"] = u.auth["Authorization"] }
+  for k, v in pairs(browser_headers) do headers[k] = v end
+  return wrk.format("GET", M.prefix .. "/" .. id, headers)
+end
+
+-- Cold requests (BENCH_COLD, written by the runner), one a line, each token used once:
+--     <JWT the service has not seen> \t <task id of its user, or empty: a new user>
+local cold_known, cold_new = {}, {}
+local cold_next_known, cold_next_new = 0, 0
+
+function M.load_cold()
+  local path = os.getenv("BENCH_COLD") or "bench/.data/cold.tsv"
+  local f = io.open(path, "r")
+  if not f then return end  -- only the cold workloads need it
+  for line in f:lines() do
+    local tok, id = line:match("^([^\t]*)\t(%d*)$")
+    if tok and #tok > 0 then
+      local headers = { ["Authorization"] = "Bearer " .. tok }
+      if #id > 0 then
+        cold_known[#cold_known + 1] = { headers, M.prefix .. "/" .. id }
+      else
+        cold_new[#cold_new + 1] = { headers, M.prefix .. "?limit=20" }
+      end
+    end
+  end
+  f:close()
+end
+
+local function next_cold(list, at)
+  assert(#list > 0, "no cold requests (BENCH_COLD)")
+  local r = list[at % #list + 1]  -- past the end they repeat (then warm: the file is sized)
+  return wrk.format("GET", r[2], r[1])
+end
+
+-- A known user's GET with a token the service has not verified yet.
+function M.cold_token()
+  cold_next_known = cold_next_known + 1
+  return next_cold(cold_known, cold_next_known)
+end
+
+-- A new user's first request (a list: it has no task yet): provisioning and the query.
+function M.new_user()
+  cold_next_new = cold_next_new + 1
+  return next_cold(cold_new, cold_next_new)
+end
+
 -- wrk hooks --------------------------------------------------------------
 --
 -- A workload script loads this file and hands its request function to
@@ -114,6 +217,8 @@ end
 function M.init(args)
   math.randomseed(os.time() * 1000 + (_G.thread_no or 0) * 7919 + math.floor(os.clock() * 1e6))
   M.load()
+  M.load_sync()
+  M.load_cold()
   statuses = {}
 end
 
@@ -134,7 +239,7 @@ function M.done(summary, latency, requests)
   local non2xx = 0
   for k, v in pairs(st) do
     parts[#parts + 1] = string.format('"%d":%d', k, v)
-    if k < 200 or k > 299 then non2xx = non2xx + v end
+    if (k < 200 or k > 299) and k ~= 304 then non2xx = non2xx + v end  -- 304: a conditional GET's answer
   end
   local e = summary.errors
   local secs = summary.duration / 1e6

@@ -48,8 +48,9 @@ def create_engine(settings: Settings, *, statement_timeout: bool = True) -> Asyn
     if not statement_timeout:
         del connect_args["command_timeout"]
     url = resolved.url
-    if resolved.behind_transaction_pooler:
-        # SQLAlchemy prepares statements itself: give them unique names behind PgBouncer.
+    if resolved.behind_transaction_pooler is not False:
+        # SQLAlchemy prepares statements itself: give them unique names behind a pooler, or
+        # where one may be (its few statements, migrations and admin tasks, cost nothing).
         connect_args["prepared_statement_name_func"] = lambda: f"__asyncpg_{uuid.uuid4()}__"
         url = url.update_query_dict({"prepared_statement_cache_size": "0"})
     return create_async_engine(url, connect_args=connect_args, poolclass=NullPool)

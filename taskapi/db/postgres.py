@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -28,10 +29,10 @@ R = TypeVar("R")
 
 
 class _PooledSession:
-    """One request's connection: a transaction around it behind a transaction pooler, none
-    (autocommit) on a direct connection (`ResolvedURL.behind_transaction_pooler`) unless an
-    operation asks for one (`begin`). Each record becomes the query's type. A class rather
-    than a generator-based context manager: this runs on every request."""
+    """One request's connection, in autocommit (each statement commits by itself, before
+    its reply) unless an operation of several statements asks for a transaction (`begin`);
+    directly or behind a transaction pooler alike. Each record becomes the query's type. A
+    class rather than a generator-based context manager: this runs on every request."""
 
     __slots__ = ("_connection", "_database", "_transaction")
 
@@ -40,14 +41,7 @@ class _PooledSession:
         self._transaction: Any = None
 
     async def __aenter__(self) -> _PooledSession:
-        database = self._database
-        connection = self._connection = await database._checkout()
-        if database._transactional:
-            try:
-                await self.begin()
-            except BaseException as error:
-                database._checkin(connection, error)
-                raise
+        self._connection = await self._database._checkout()
         return self
 
     async def __aexit__(
@@ -67,13 +61,35 @@ class _PooledSession:
             self._database._checkin(self._connection, error)
 
     async def fetch_one(self, query: Query[R], params: Params) -> R | None:
-        record = await self._connection.fetchrow(query.sql, *query.arguments(params))
-        return None if record is None else query.from_record(record)
+        records = await self._run(query.sql, query.arguments(params), 1)
+        return query.from_record(records[0]) if records else None
 
     async def fetch_all(self, query: Query[R], params: Params) -> list[R]:
-        records = await self._connection.fetch(query.sql, *query.arguments(params))
+        records = await self._run(query.sql, query.arguments(params), 0)
         decode = query.from_record
         return [decode(record) for record in records]
+
+    async def _run(self, sql: str, args: Sequence[Any], limit: int) -> list[Any]:
+        """The statement's records (at most `limit`, 0: all), in one round trip."""
+        database = self._database
+        connection = self._connection
+        if database._pooled:
+            return await run_unnamed(database._unnamed[connection], connection, sql, args, limit)
+        try:
+            if limit == 1:
+                record = await connection.fetchrow(sql, *args)
+                return [] if record is None else [record]
+            records: list[Any] = await connection.fetch(sql, *args)
+            return records
+        except _PREPARED_STATEMENT_ERRORS as error:
+            # Named prepared statements went missing or collided: a transaction pooler the
+            # probe did not see. Nothing ran (the error is at parse or bind); from now on
+            # every connection sends its statements unnamed.
+            database._found_pooler(f"{type(error).__name__} on a prepared statement")
+            if self._transaction is not None:
+                raise
+            statements = database._unnamed.setdefault(connection, {})
+            return await run_unnamed(statements, connection, sql, args, limit)
 
     async def begin(self) -> None:
         if self._transaction is None:
@@ -83,7 +99,8 @@ class _PooledSession:
 
     async def try_lock(self, key: int) -> bool:
         await self.begin()
-        locked: bool = await self._connection.fetchval("SELECT pg_try_advisory_xact_lock($1)", key)
+        (record,) = await self._run("SELECT pg_try_advisory_xact_lock($1)", (key,), 1)
+        locked: bool = record[0]
         return locked
 
     async def execute(self, sql: str) -> None:
@@ -91,6 +108,62 @@ class _PooledSession:
         await self._connection.execute(
             sql, timeout=self._database._settings.db_connect_timeout_seconds
         )
+
+
+async def run_unnamed(
+    statements: dict[str, Any], connection: Any, sql: str, args: Sequence[Any], limit: int
+) -> list[Any]:
+    """Run `sql` as the unnamed statement: parse, bind, execute and sync sent together, one
+    round trip, which a transaction pooler keeps on one server connection.
+
+    asyncpg (with its statement cache off) would prepare the unnamed statement in one round
+    trip (parse, describe, sync) to learn its parameter and result types, then parse it
+    again with the bind in a second (`mark_unprepared`). The first answer is kept per
+    connection and statement here, so from the second use on only the second round trip is
+    left. (The server parses and plans the statement each time, as for any unnamed
+    statement.) asyncpg's own internals, pinned in requirements.txt; tests/db check it."""
+    state = statements.get(sql)
+    if state is None:
+        state = await connection._get_statement(sql, None, use_cache=False)
+        state.mark_unprepared()  # parse it again with every bind: no named statement is kept
+        statements[sql] = state
+    records: list[Any] = await connection._protocol.bind_execute(
+        state, args, "", limit, False, None
+    )
+    return records
+
+
+_PREPARED_STATEMENT_ERRORS = (
+    asyncpg.exceptions.InvalidSQLStatementNameError,  # 26000: not on this server connection
+    asyncpg.exceptions.DuplicatePreparedStatementError,  # 42P05: another client's is there
+)
+
+
+async def _probe(connection: Any) -> str | None:
+    """Why `connection` goes through a pooler, or None if it reaches PostgreSQL itself.
+
+    A pooler answers the client's start-up itself, with a cancellation key of its own: the
+    process id in it is not the id of the server process that runs the statements."""
+    if await connection.fetchval("SELECT pg_backend_pid()") == connection.get_server_pid():
+        return None
+    return "the server's process id is not the connection's"
+
+
+POOL_BASE = 10
+POOL_PER_MS = 4
+POOL_MAX = 64
+
+
+def pool_size_for(round_trip: float) -> int:
+    """The pool's size when DB_POOL_SIZE is unset, for a database `round_trip` seconds away:
+    10 connections, plus 4 per millisecond of round trip, at most 64.
+
+    A connection serves at most one statement per round trip, and one worker answers at
+    most ~4,000 requests a second (of one statement each) on this machine's cores: with the
+    database 1 ms away each way the pool grows to ~18, 5 ms away to ~52 (measured in
+    bench/README.md). Next to the database it stays at 10: more connections there only
+    make PostgreSQL's processes compete for the cores (20 measured 12% slower on the mix)."""
+    return min(POOL_MAX, POOL_BASE + int(POOL_PER_MS * 1000 * round_trip))
 
 
 # Connections idle longer than this are closed (checked every IDLE_CHECK_SECONDS), so an
@@ -103,9 +176,14 @@ class PostgresDatabase:
     """At most `DB_POOL_SIZE` asyncpg connections, opened on demand, handed to one request
     at a time.
 
-    - Autocommit on a direct connection: each request is one statement (plus an idempotent
-      upsert the first time a user is seen), so BEGIN/COMMIT would only add round trips.
-      Behind PgBouncer in transaction mode each request runs in a transaction instead.
+    - Autocommit: each request is one statement (plus an idempotent upsert the first time
+      a user is seen), and one statement is atomic, so BEGIN/COMMIT would only add round
+      trips; an operation of several statements asks for a transaction (`begin`).
+    - One round trip per statement, directly (named prepared statements, asyncpg's cache)
+      and behind a transaction pooler (the unnamed statement, parsed with each bind:
+      `run_unnamed`). Whether a pooler is in between is the setting's
+      (`DB_PREPARED_STATEMENTS`), the host's (Neon's `-pooler`), or else found out on the
+      first connection (`_probe`) or at the first prepared statement a pooler lost.
     - Requests wait for a connection in arrival order (`_slots`, as many as the pool's
       size) for at most `DB_POOL_TIMEOUT_SECONDS`.
     - A connection idle longer than `DB_IDLE_PING_SECONDS` is pinged (with the connect
@@ -125,7 +203,8 @@ class PostgresDatabase:
     def __init__(self, settings: Settings, resolved: ResolvedURL, engine: AsyncEngine) -> None:
         self.engine = engine
         self._settings = settings
-        self._transactional = resolved.behind_transaction_pooler
+        self._pooled = resolved.behind_transaction_pooler  # None: not known yet
+        self._unnamed: dict[Any, dict[str, Any]] = {}  # per connection: sql -> its statement
         self.retry_after = settings.retry_after_seconds
         url = resolved.url
         self._connect_args: dict[str, Any] = {
@@ -137,6 +216,9 @@ class PostgresDatabase:
             **resolved.connect_args,
         }
         self._slots = Slots(settings.db_pool_size, settings.db_pool_timeout_seconds)
+        # DB_POOL_SIZE unset: the pool follows the database's round trip (pool_size_for)
+        self._adaptive = "db_pool_size" not in settings.model_fields_set
+        self._fastest: float | None = None  # the smallest round trip seen, in seconds
         self._idle: deque[tuple[Any, float]] = deque()  # (connection, idle since); newest last
         self._generations: dict[Any, int] = {}  # every open connection, and its generation
         self._generation = 0
@@ -191,9 +273,67 @@ class PostgresDatabase:
                 self._generation += 1  # the server restarted: replace the others too
                 continue
             return connection
-        connection = await asyncpg.connect(**self._connect_args)
+        connection = await self._connect()
         self._generations[connection] = self._generation
+        if self._pooled:
+            self._unnamed[connection] = {}
+        if self._adaptive:
+            try:
+                await self._measure(connection)
+            except BaseException:
+                self._discard(connection)
+                raise
         return connection
+
+    async def _measure(self, connection: Any) -> None:
+        """Time one round trip on a new connection; size the pool by the smallest seen."""
+        start = time.perf_counter()
+        await connection.execute("SELECT 1", timeout=self._settings.db_connect_timeout_seconds)
+        seconds = time.perf_counter() - start
+        if self._fastest is None or seconds < self._fastest:
+            self._fastest = seconds
+            size = pool_size_for(seconds)
+            if size != self._slots.size:
+                logger.info("database round trip %.2f ms: pool of %d", 1000 * seconds, size)
+                self._slots.resize(size)
+
+    async def _connect(self) -> Any:
+        """A new connection; the first one, unless the setting or the host said, finds out
+        whether a pooler is in between (`_probe`)."""
+        if self._pooled is not None:
+            return await asyncpg.connect(**self._connect_args)
+        # No named statement until it is known that they survive: a cache-less connection.
+        connection = await asyncpg.connect(**{**self._connect_args, "statement_cache_size": 0})
+        try:
+            pooler = await _probe(connection)
+        except BaseException:
+            connection.terminate()
+            raise
+        if self._pooled is None:  # another request's probe may have answered meanwhile
+            if pooler:
+                self._found_pooler(pooler)
+            else:
+                self._pooled = False
+        if self._pooled:
+            return connection
+        connection.terminate()
+        return await asyncpg.connect(**self._connect_args)
+
+    def _found_pooler(self, why: str) -> None:
+        """From now on every connection sends its statements unnamed (`run_unnamed`)."""
+        if self._pooled:
+            return
+        logger.warning(
+            "PostgreSQL is reached through a connection pooler (%s): statements are sent "
+            "unnamed, parsed with each bind, so that they survive it "
+            "(DB_PREPARED_STATEMENTS=true/false overrides this)",
+            why,
+        )
+        self._pooled = True
+        self._connect_args["statement_cache_size"] = 0
+        self._generation += 1  # replace the connections opened with a statement cache
+        for connection in self._generations:
+            self._unnamed.setdefault(connection, {})
 
     def _checkin(self, connection: Any, error: BaseException | None) -> None:
         """Return a request's connection: kept if healthy, else closed."""
@@ -217,6 +357,7 @@ class PostgresDatabase:
 
     def _forget(self, connection: Any) -> Any:
         self._generations.pop(connection, None)
+        self._unnamed.pop(connection, None)
         return connection
 
     def _discard(self, connection: Any) -> None:

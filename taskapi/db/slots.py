@@ -15,15 +15,16 @@ class Slots:
     CPU per wait (see docs/design.md, "Database connections"): under load most requests
     wait for a connection, so this runs on most of them."""
 
-    __slots__ = ("_free", "_timeout", "_waiters")
+    __slots__ = ("_free", "_size", "_timeout", "_waiters")
 
     def __init__(self, size: int, timeout: float) -> None:
+        self._size = size
         self._free = size
         self._timeout = timeout
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     async def acquire(self) -> None:
-        if self._free:  # then nobody is waiting: a release hands its slot to a waiter
+        if self._free > 0:  # then nobody is waiting: a release hands its slot to a waiter
             self._free -= 1
             return
         loop = asyncio.get_running_loop()
@@ -40,6 +41,9 @@ class Slots:
             timer.cancel()
 
     def release(self) -> None:
+        if self._free < 0:  # the pool shrank: this slot is taken back
+            self._free += 1
+            return
         waiters = self._waiters
         while waiters:
             waiter = waiters.popleft()
@@ -47,6 +51,20 @@ class Slots:
                 waiter.set_result(None)
                 return
         self._free += 1
+
+    def resize(self, size: int) -> None:
+        """Hold at most `size` from now on: more slots go to the waiters at once; fewer are
+        taken back as their holders release them."""
+        change, self._size = size - self._size, size
+        if change > 0:
+            for _ in range(change):
+                self.release()
+        else:
+            self._free += change  # below zero: the next releases pay it back
+
+    @property
+    def size(self) -> int:
+        return self._size
 
     def waiting(self) -> int:
         return sum(not waiter.done() for waiter in self._waiters)

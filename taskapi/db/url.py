@@ -26,9 +26,10 @@ class ResolvedURL:
 
     url: URL
     connect_args: dict[str, Any] = field(default_factory=dict)
-    behind_transaction_pooler: bool = False
+    behind_transaction_pooler: bool | None = False
     """The connection goes through a pooler in transaction mode (PgBouncer, Neon's `-pooler`
-    host): each request runs in a transaction, and no named prepared statement is kept."""
+    host), where no named prepared statement survives; None: not known, the service finds
+    out on its first connection (`PostgresDatabase`)."""
 
     @property
     def is_sqlite(self) -> bool:
@@ -78,17 +79,22 @@ def resolve_database_url(settings: Settings) -> ResolvedURL:
     params.pop("channel_binding", None)
     if "connect_timeout" in params:
         connect_args["timeout"] = float(params.pop("connect_timeout"))
+    # asyncpg asks for client_encoding 'utf-8'; PostgreSQL reports UTF8. PgBouncer compares
+    # the two as strings and, finding them different, sends the server a SET client_encoding
+    # in every transaction. The server's own spelling (sent after asyncpg's, so it wins) is
+    # the same encoding, and then equal.
+    server_settings = {"client_encoding": "UTF8"}
     if "application_name" in params:
-        connect_args.setdefault("server_settings", {})["application_name"] = params.pop(
-            "application_name"
-        )
+        server_settings["application_name"] = params.pop("application_name")
+    connect_args["server_settings"] = server_settings
     if params:
         logger.warning("DATABASE_URL parameters ignored: %s", ", ".join(sorted(params)))
     host = url.host or ""
     prepared = settings.db_prepared_statements
-    if prepared is None:
-        prepared = "-pooler" not in host  # Neon's pooled endpoint is PgBouncer, transaction mode
-    if not prepared:
+    if prepared is None and "-pooler" in host:
+        prepared = False  # Neon's pooled endpoint is PgBouncer, transaction mode
+    if prepared is False:
         # In transaction mode no named prepared statement survives a transaction.
         connect_args["statement_cache_size"] = 0
-    return ResolvedURL(url, connect_args, behind_transaction_pooler=not prepared)
+    pooler = None if prepared is None else not prepared
+    return ResolvedURL(url, connect_args, behind_transaction_pooler=pooler)

@@ -85,3 +85,33 @@ async def test_a_waiter_cancelled_after_it_was_handed_a_slot_passes_it_on() -> N
     assert first.cancelled()
     slots.release()
     assert slots._free == 1
+
+
+async def test_a_grown_pool_serves_its_waiters_and_a_shrunk_one_takes_slots_back() -> None:
+    slots = Slots(1, timeout=60)
+    await slots.acquire()
+    waiters = [asyncio.create_task(slots.acquire()) for _ in range(3)]
+    await turns()
+    slots.resize(3)  # two more: the two longest waiters get them at once
+    await turns()
+    assert [w.done() for w in waiters] == [True, True, False]
+    slots.resize(1)  # three held, one allowed: two releases pay the difference back
+    slots.release()
+    slots.release()
+    await turns()
+    assert not waiters[2].done()
+    slots.release()  # now within the size: the last waiter gets it
+    await asyncio.gather(*waiters)
+    assert slots.size == 1
+    slots.release()
+    await slots.acquire()  # one free slot, no more
+    assert slots._free == 0
+
+
+def test_the_adaptive_pool_grows_with_the_round_trip() -> None:
+    from taskapi.db.postgres import pool_size_for
+
+    assert pool_size_for(0.0001) == 10  # next to the database
+    assert pool_size_for(0.0022) == 18  # 1 ms away, each way
+    assert pool_size_for(0.0105) == 52  # 5 ms away
+    assert pool_size_for(0.1) == 64

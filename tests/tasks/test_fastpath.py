@@ -71,8 +71,6 @@ def path_settings(database_url: str, backend: str, *, fast: bool, **overrides: A
         "rate_limit_anonymous_per_minute": HUGE,
         **overrides,
     }
-    if backend == "pgbouncer":
-        values.setdefault("db_prepared_statements", False)
     return make_settings(database_url, **values)
 
 
