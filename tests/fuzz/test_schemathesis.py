@@ -125,6 +125,10 @@ STATEFUL_REFUSALS = {
     410: {"SYNC_TOKEN_EXPIRED"},
     412: {"PRECONDITION_FAILED"},
 }
+# Answers to conditional requests (304 Not Modified, 412 Precondition Failed) and to a retry
+# while the first attempt runs (409): what the request asked for, so neither success nor
+# refusal in the share of 2xx.
+CONDITIONAL = frozenset({304, 409, 412})
 TOKEN_REFUSED = "query.since: invalid sync token; use the `next` of an earlier answer"
 schema = schemathesis.openapi.from_asgi("/openapi.json", CURRENT, config=CONFIG)
 
@@ -154,6 +158,9 @@ class Tally(Counter[str]):
 
     def record(self, case: schemathesis.Case, status: int) -> None:
         mode = case.meta.generation.mode.value if case.meta else "explicit"
+        if status in CONDITIONAL:  # answered by the state the request met, as documented
+            self[f"{mode} conditional"] += 1
+            return
         self[mode] += 1
         if 200 <= status < 300:
             self[f"{mode} 2xx"] += 1

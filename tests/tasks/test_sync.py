@@ -130,7 +130,7 @@ async def test_a_malformed_precondition_is_422(client: httpx.AsyncClient, value:
     )
     assert response.status_code == 422, response.text
     assert response.json()["code"] == "VALIDATION_ERROR"
-    assert "If-Match" in response.json()["detail"]
+    assert "if-match" in response.json()["detail"].lower()
 
 
 async def test_two_writers_with_the_same_if_match_one_wins_one_gets_412(
