@@ -51,6 +51,7 @@ def task_rows(timestamps: st.SearchStrategy[dt.datetime]) -> st.SearchStrategy[d
             "user_id": TEXT,
             "created_at": timestamps,
             "updated_at": timestamps,
+            "version": st.integers(1, 2**63 - 1),
         }
     ).map(lambda row: {name: row[name] for name in FIELDS})
 
@@ -93,6 +94,7 @@ def test_the_edges_of_the_range_and_zero_microseconds() -> None:
             "user_id": "u",
             "created_at": moment,
             "updated_at": moment,
+            "version": 1,
         }
         assert task_json(row) == TASK.dump_json(TASK.validate_python(row))
 
@@ -112,6 +114,7 @@ EDGE = {
     "user_id": "ü\x02",
     "created_at": LATEST,
     "updated_at": dt.datetime(2026, 2, 10, 0, 0, 0, 10, tzinfo=dt.UTC),
+    "version": 2**63 - 1,
 }
 
 
@@ -196,5 +199,5 @@ def test_every_task_query_returns_rendered_tasks_on_both_backends() -> None:
     for query in queries:
         assert query.from_columns is rendered_from_columns
         assert query.from_record is rendered_from_record
-        assert "tasks.id, convert_to(" in query.sql  # PostgreSQL renders the rows
+        assert "tasks.id, tasks.version, convert_to(" in query.sql  # PostgreSQL renders them
         assert "convert_to(" not in str(query.statement)  # SQLite returns the columns
