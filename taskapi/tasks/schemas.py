@@ -11,6 +11,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from taskapi.models import DESCRIPTION_MAX, TITLE_MAX, unstorable_reason
 
+MAX_LIST_ID = 2**63 - 1
+
 
 class Priority(StrEnum):
     low = "low"
@@ -108,6 +110,16 @@ DueDate = Annotated[
     AfterValidator(as_utc),
 ]
 
+ListId = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=MAX_LIST_ID,
+        strict=True,
+        description="The task's list (one of the caller's); null: the inbox",
+    ),
+]
+
 
 class TaskCreate(BaseModel):
     """A new task. Read-only fields (id, user_id, timestamps) are ignored if sent."""
@@ -119,6 +131,7 @@ class TaskCreate(BaseModel):
     completed: bool = Field(default=False, strict=True)
     priority: Priority | None = None
     due_date: DueDate | None = None
+    list_id: ListId | None = None
 
 
 class TaskUpdate(BaseModel):
@@ -134,6 +147,7 @@ class TaskUpdate(BaseModel):
     completed: bool = Field(default=None, strict=True, json_schema_extra=_no_default)  # type: ignore[assignment]
     priority: Priority | None = None
     due_date: DueDate | None = None
+    list_id: ListId | None = None
 
 
 # Drivers return UTC-aware values, except asyncpg at the very edge of the range
@@ -150,9 +164,13 @@ class TaskRead(BaseModel):
     completed: bool
     priority: Priority | None
     due_date: UTCDateTime | None
+    list_id: int | None = Field(description="The task's list; null: the inbox")
     user_id: str
     created_at: UTCDateTime
     updated_at: UTCDateTime
+    completed_at: UTCDateTime | None = Field(
+        description="When the task was last completed; null while it is not (read only)"
+    )
     version: int = Field(
         description="Grows on every write of the task; the `ETag` of single-task responses"
     )

@@ -48,9 +48,12 @@ def task_rows(timestamps: st.SearchStrategy[dt.datetime]) -> st.SearchStrategy[d
             "completed": st.booleans(),
             "priority": st.none() | st.sampled_from(["low", "medium", "high"]),
             "due_date": st.none() | timestamps,
+            "list_id": st.none() | st.integers(1, 2**63 - 1),
             "user_id": TEXT,
             "created_at": timestamps,
             "updated_at": timestamps,
+            "completed_at": st.none() | timestamps,
+            "version": st.integers(1, 2**63 - 1),
         }
     ).map(lambda row: {name: row[name] for name in FIELDS})
 
@@ -90,9 +93,12 @@ def test_the_edges_of_the_range_and_zero_microseconds() -> None:
             "completed": True,
             "priority": None,
             "due_date": moment,
+            "list_id": None,
             "user_id": "u",
             "created_at": moment,
             "updated_at": moment,
+            "completed_at": moment,
+            "version": 1,
         }
         assert task_json(row) == TASK.dump_json(TASK.validate_python(row))
 
@@ -109,9 +115,12 @@ EDGE = {
     "completed": False,
     "priority": "low",
     "due_date": EARLIEST,
+    "list_id": None,
     "user_id": "ü\x02",
     "created_at": LATEST,
     "updated_at": dt.datetime(2026, 2, 10, 0, 0, 0, 10, tzinfo=dt.UTC),
+    "completed_at": LATEST,
+    "version": 2**63 - 1,
 }
 
 
@@ -138,6 +147,13 @@ class Postgres:
                     " ON CONFLICT DO NOTHING",
                     row["user_id"],
                 )
+                if row["list_id"] is not None:  # the task's list, of its owner
+                    await self.connection.execute(
+                        "INSERT INTO lists (id, user_id, name, created_at, updated_at)"
+                        " VALUES ($1, $2, 'l', now(), now()) ON CONFLICT DO NOTHING",
+                        row["list_id"],
+                        row["user_id"],
+                    )
                 await self.connection.execute(
                     f"INSERT INTO tasks ({', '.join(FIELDS)})"
                     f" VALUES ({', '.join(f'${n}' for n in range(1, len(FIELDS) + 1))})",
@@ -196,5 +212,5 @@ def test_every_task_query_returns_rendered_tasks_on_both_backends() -> None:
     for query in queries:
         assert query.from_columns is rendered_from_columns
         assert query.from_record is rendered_from_record
-        assert "tasks.id, convert_to(" in query.sql  # PostgreSQL renders the rows
+        assert "tasks.version, convert_to(" in query.sql  # PostgreSQL renders the rows
         assert "convert_to(" not in str(query.statement)  # SQLite returns the columns
