@@ -277,12 +277,16 @@ def page_statement(shape: PageShape) -> Query[RenderedTask]:
             conditions.append(done < bindparam("completed_before", type_=done.type))
         if shape.after is not None:
             conditions.append(_after_position(shape))
-        order = [
+        order: list[ColumnElement[Any]] = [
             (
                 sort_expression(field).desc() if descending else sort_expression(field).asc()
             ).nulls_last()
             for field, descending in shape.sort
         ]
+        if shape.list is not None:
+            # Constant within the page; it lets PostgreSQL read the inbox in the order of
+            # `(user_id, list_id, id)` (`IS NULL` is no equality to its planner).
+            order.insert(0, tasks.c.list_id)
         statement = statement.where(*conditions)
         return statement.order_by(*order, tasks.c.id).limit(bindparam("page_size"))
 
