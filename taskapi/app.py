@@ -27,6 +27,7 @@ from taskapi.db import Database, open_database
 from taskapi.errors import error_response, install_error_handlers
 from taskapi.health import router as health_router
 from taskapi.lists.router import router as lists_router
+from taskapi.me.router import router as me_router
 from taskapi.middleware import EdgeMiddleware
 from taskapi.ratelimit import RateLimits, build_rate_limits
 from taskapi.requestctx import RESPONSE_HEADERS_KEY
@@ -275,5 +276,6 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     app.include_router(health_router)
     app.include_router(tasks_router)
     app.include_router(lists_router)
+    app.include_router(me_router)
     _install_openapi(app)
     return app
