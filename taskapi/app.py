@@ -26,6 +26,7 @@ from taskapi.config import Settings, load_settings
 from taskapi.db import Database, open_database
 from taskapi.errors import error_response, install_error_handlers
 from taskapi.health import router as health_router
+from taskapi.labels.router import router as labels_router
 from taskapi.lists.router import router as lists_router
 from taskapi.me.router import router as me_router
 from taskapi.middleware import EdgeMiddleware
@@ -277,5 +278,6 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     app.include_router(tasks_router)
     app.include_router(lists_router)
     app.include_router(me_router)
+    app.include_router(labels_router)
     _install_openapi(app)
     return app

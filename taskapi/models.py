@@ -161,7 +161,8 @@ task_labels = sa.Table(
         sa.ForeignKey("tasks.id", ondelete="CASCADE"),
         primary_key=True,
     ),
-    sa.Column("name_key", sa.String(LABEL_MAX), primary_key=True),
+    # Lower case can be longer than the name (e.g. "İ" is two characters lowered).
+    sa.Column("name_key", sa.String(LABEL_MAX * 3), primary_key=True),
     sa.Column(
         "user_id",
         sa.String(USER_ID_MAX),

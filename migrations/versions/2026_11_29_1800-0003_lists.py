@@ -64,7 +64,7 @@ def upgrade() -> None:
     op.create_table(
         "task_labels",
         sa.Column("task_id", sa.BigInteger(), nullable=False),
-        sa.Column("name_key", sa.String(50), nullable=False),
+        sa.Column("name_key", sa.String(150), nullable=False),
         sa.Column("user_id", sa.String(255), nullable=False),
         sa.Column("name", sa.String(50), nullable=False),
         sa.Column("position", sa.SmallInteger(), nullable=False),

@@ -25,7 +25,7 @@ MAX_TASK_ID = 2**63 - 1
 MAX_CURSOR_LENGTH = 64
 
 QueryItems = Sequence[tuple[str, str]]
-_PLAIN = (None, False, None, None, None, None, None, None, ())
+_PLAIN = (None, False, None, None, None, None, None, None, (), ())
 
 
 def plain_digits(value: object) -> object:
@@ -79,15 +79,17 @@ class TaskFilter(NamedTuple):
     completed_after: datetime | None = None
     completed_before: datetime | None = None
     sort: tuple[SortKey, ...] = ()
+    labels: tuple[str, ...] = ()
+    """Label keys (lower case) a task must all carry."""
     after: KeysetCursor | None = None
 
     def keyed(self) -> bool:
         """Whether this request pages with a `KeysetCursor` (anything but the plain list)."""
-        return self[4:13] != _PLAIN
+        return self[4:14] != _PLAIN
 
     def digest(self) -> str:
         """What a keyset cursor is bound to: the sort and every filter."""
-        text = repr((self.completed, self.priority, *self[4:13]))
+        text = repr((self.completed, self.priority, *self[4:14]))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -12,6 +12,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+import orjson
 from starlette.responses import Response
 
 from taskapi.db import UnitOfWork
@@ -134,6 +135,7 @@ async def _keyed_page(
         completed_after=page.completed_after is not None,
         completed_before=page.completed_before is not None,
         sort=tuple((key.field, key.descending) for key in page.sort),
+        labels=len(page.labels),
         after=None if after is None else tuple(value is None for value in after.values),
     )
     params: dict[str, Any] = {"owner_id": owner_id, "page_size": page.limit + 1}
@@ -148,6 +150,8 @@ async def _keyed_page(
             params[name] = getattr(page, name)
     if page.overdue is not None:
         params["now"] = datetime.now(UTC)
+    for index, key in enumerate(page.labels):
+        params[f"label_{index}"] = key
     if after is not None:
         params["after_id"] = after.id
         for index, value in enumerate(after.values):
@@ -230,7 +234,26 @@ async def _insert(work: UnitOfWork, owner_id: str, data: TaskCreate) -> Rendered
         "completed_at": now if data.completed else None,
         "owner_id": owner_id,
     }
+    if data.labels:
+        await work.begin()  # the task and its labels, one transaction
     task = await work.fetch_one(queries.CREATE_TASK, values)
+    assert task is not None
+    if data.labels:
+        task = await _set_labels(work, owner_id, task.id, data.labels)
+    return task
+
+
+async def _set_labels(
+    work: UnitOfWork, owner_id: str, task_id: int, labels: list[str]
+) -> RenderedTask:
+    """Replace the labels of the owner's task (just written in this transaction) and
+    return the task as it now is."""
+    params: dict[str, Any] = {"owner_id": owner_id, "task_id": task_id}
+    await work.fetch_all(queries.CLEAR_LABELS, params)
+    if labels:
+        document = orjson.dumps([[label.lower(), label] for label in labels]).decode()
+        await work.fetch_all(queries.SET_LABELS, {**params, "labels": document})
+    task = await work.fetch_one(queries.GET_TASK, params)
     assert task is not None
     return task
 
@@ -247,6 +270,10 @@ async def update_task(
     PRECONDITION_FAILED. PUT and PATCH (JSON Merge Patch) alike."""
     values = data.model_dump(exclude_unset=True)
     await require_list(work, owner_id, values.get("list_id"), "body.list_id")
+    labels: list[str] | None = None
+    if "labels" in values:
+        labels = values.pop("labels") or []
+        await work.begin()  # the task and its labels, one transaction
     if isinstance(values.get("priority"), Priority):
         values["priority"] = values["priority"].value
     values["updated_at"] = datetime.now(UTC)
@@ -257,6 +284,8 @@ async def update_task(
     task = await work.fetch_one(statement, params)
     if task is None:
         raise await _why_not(work, owner_id, task_id)
+    if labels is not None:
+        task = await _set_labels(work, owner_id, task_id, labels)
     return _task_reply(200, task)
 
 

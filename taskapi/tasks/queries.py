@@ -18,7 +18,9 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import (
     CTE,
+    BigInteger,
     Select,
+    String,
     Table,
     bindparam,
     case,
@@ -31,6 +33,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    text,
     true,
     tuple_,
     union_all,
@@ -40,9 +43,10 @@ from sqlalchemy.sql.base import Executable
 from sqlalchemy.sql.elements import ColumnElement
 
 from taskapi.db import Query, Row
-from taskapi.models import idempotency_keys, task_tombstones, tasks, users
+from taskapi.models import idempotency_keys, task_labels, task_tombstones, tasks, users
 from taskapi.tasks.contract import PRIORITY_RANK
 from taskapi.tasks.render import (
+    LABELS_SQL,
     RenderedTask,
     rendered_from_columns,
     rendered_from_record,
@@ -64,8 +68,15 @@ COLUMNS = (
     tasks.c.version,
 )
 
+# A task's labels: SQLite returns them as a JSON array (text), rendered with the columns.
+LABELS: ColumnElement[Any] = literal_column(
+    "(SELECT json_group_array(name) FROM (SELECT task_labels.name AS name FROM task_labels"
+    " WHERE task_labels.task_id = tasks.id ORDER BY task_labels.position))"
+).label("labels")
+TASK_COLUMNS = (*COLUMNS, LABELS)
+TASK_JSON_SQL = task_json_sql(COLUMNS, [("labels", LABELS_SQL)])
 # What PostgreSQL returns for a task: its id, its version and its JSON document.
-RENDERED = (tasks.c.id, tasks.c.version, task_json_sql(COLUMNS))
+RENDERED = (tasks.c.id, tasks.c.version, TASK_JSON_SQL)
 MAX_ETAGS = 8
 """The most entity tags of one `If-Match` that are compared (more is a 422)."""
 
@@ -75,7 +86,10 @@ def _task_query(
 ) -> Query[RenderedTask]:
     """A query returning rendered tasks; `build(columns, postgres)` makes its statement."""
     return Query.shaped(
-        build(COLUMNS, False), rendered_from_columns, build(RENDERED, True), rendered_from_record
+        build(TASK_COLUMNS, False),
+        rendered_from_columns,
+        build(RENDERED, True),
+        rendered_from_record,
     )
 
 
@@ -186,6 +200,8 @@ class PageShape(NamedTuple):
     completed_after: bool
     completed_before: bool
     sort: tuple[tuple[str, bool], ...]
+    labels: int
+    """How many labels a task must all carry."""
     after: tuple[bool, ...] | None
     """With a cursor: for each sort key, whether the cursor's value is null."""
 
@@ -275,6 +291,7 @@ def page_statement(shape: PageShape) -> Query[RenderedTask]:
             conditions.append(done >= bindparam("completed_after", type_=done.type))
         if shape.completed_before:
             conditions.append(done < bindparam("completed_before", type_=done.type))
+        conditions += [has_label(index) for index in range(shape.labels)]
         if shape.after is not None:
             conditions.append(_after_position(shape))
         order: list[ColumnElement[Any]] = [
@@ -384,6 +401,97 @@ MOVE_LIST_TASKS: Query[Row] = Query.of(_move(False), postgres=_move(True))
 change of the feed (a new version and change number)."""
 
 
+# ---- labels -------------------------------------------------------------------------------
+
+CLEAR_LABELS: Query[Row] = Query.of(
+    delete(task_labels)
+    .where(
+        task_labels.c.user_id == bindparam("owner_id"),
+        task_labels.c.task_id == bindparam("task_id"),
+    )
+    .returning(task_labels.c.task_id)
+)
+"""The owner's task's labels, removed (before they are set anew)."""
+_SQLITE_SET_LABELS = text(
+    "INSERT INTO task_labels (task_id, name_key, user_id, name, position)"
+    " SELECT :task_id, json_extract(value, '$[0]'), :owner_id, json_extract(value, '$[1]'),"
+    " CAST(key AS INTEGER) FROM json_each(:labels) RETURNING task_id"
+)
+_POSTGRES_SET_LABELS = text(
+    "INSERT INTO task_labels (task_id, name_key, user_id, name, position)"
+    " SELECT :task_id, label ->> 0, :owner_id, label ->> 1, ordinal - 1"
+    " FROM jsonb_array_elements(CAST(:labels AS jsonb)) WITH ORDINALITY AS l(label, ordinal)"
+    " RETURNING task_id"
+).bindparams(
+    bindparam("task_id", type_=BigInteger()),
+    bindparam("owner_id", type_=String()),
+    bindparam("labels", type_=String()),
+)
+SET_LABELS: Query[Row] = Query.of(_SQLITE_SET_LABELS, postgres=_POSTGRES_SET_LABELS)
+"""A task's labels (`:labels`, a JSON array of `[name_key, name]`), in their order."""
+
+OWNED_LABELS = task_labels.c.user_id == bindparam("owner_id")
+THIS_LABEL = task_labels.c.name_key == bindparam("name_key")
+
+
+def _touch_labelled(postgres: bool) -> Executable:
+    """Every owner's task carrying label `:name_key` changed (a new version and change
+    number, for the feed), before the label is renamed or removed; returns their ids."""
+    change = _next_change() if postgres else None
+    labelled = select(task_labels.c.task_id).where(OWNED_LABELS, THIS_LABEL)
+    statement = (
+        update(tasks)
+        .where(OWNED, tasks.c.id.in_(labelled))
+        .values(
+            updated_at=bindparam("now"),
+            version=tasks.c.version + 1,
+            change_seq=_change_number(postgres, change),
+        )
+        .returning(tasks.c.id)
+    )
+    if change is not None:
+        statement = statement.where(_changes_first(change)).add_cte(change)
+    return statement
+
+
+TOUCH_LABELLED: Query[Row] = Query.of(_touch_labelled(False), postgres=_touch_labelled(True))
+LABEL_COUNTS: Query[Row] = Query.of(
+    select(func.min(task_labels.c.name).label("name"), func.count().label("tasks"))
+    .where(OWNED_LABELS)
+    .group_by(task_labels.c.name_key)
+    .order_by(task_labels.c.name_key)
+)
+_ALSO_NEW = select(task_labels.c.task_id).where(
+    OWNED_LABELS, task_labels.c.name_key == bindparam("new_key")
+)
+DROP_MERGED: Query[Row] = Query.of(
+    delete(task_labels)
+    .where(OWNED_LABELS, THIS_LABEL, task_labels.c.task_id.in_(_ALSO_NEW.scalar_subquery()))
+    .returning(task_labels.c.task_id)
+)
+"""Renaming onto a label a task already carries: the task keeps one of them."""
+RENAME_LABEL: Query[Row] = Query.of(
+    update(task_labels)
+    .where(OWNED_LABELS, THIS_LABEL)
+    .values(name=bindparam("new_name"), name_key=bindparam("new_key"))
+    .returning(task_labels.c.task_id)
+)
+REMOVE_LABEL: Query[Row] = Query.of(
+    delete(task_labels).where(OWNED_LABELS, THIS_LABEL).returning(task_labels.c.task_id)
+)
+
+
+def has_label(index: int) -> ColumnElement[bool]:
+    """The task carries the owner's label `:label_<index>` (a name_key): one index probe."""
+    return exists(
+        select(task_labels.c.task_id).where(
+            OWNED_LABELS,
+            task_labels.c.name_key == bindparam(f"label_{index}"),
+            task_labels.c.task_id == tasks.c.id,
+        )
+    )
+
+
 # ---- the change feed ----------------------------------------------------------------------
 
 
@@ -395,7 +503,7 @@ def _feed(after: bool, tombstones: bool, postgres: bool) -> Select[Any]:
             tasks.c.change_seq.label("change_seq"),
             tasks.c.id.label("id"),
             false().label("deleted"),
-            task_json_sql(COLUMNS),
+            TASK_JSON_SQL,
         ]
     else:
         task_columns = [
@@ -403,6 +511,7 @@ def _feed(after: bool, tombstones: bool, postgres: bool) -> Select[Any]:
             tasks.c.id.label("id"),
             false().label("deleted"),
             *[column for column in COLUMNS if column.name != "id"],
+            LABELS,
         ]
     live = select(*task_columns).where(OWNED)
     if after:
@@ -427,6 +536,7 @@ def _feed(after: bool, tombstones: bool, postgres: bool) -> Select[Any]:
             if column.name not in ("id", "version")
         ]
         dead_columns.append(task_tombstones.c.version.label("version"))
+        dead_columns.append(literal_column("NULL").label("labels"))
     dead = select(*dead_columns).where(task_tombstones.c.user_id == bindparam("owner_id"))
     if after:
         dead = dead.where(_after(task_tombstones.c.change_seq, task_tombstones.c.task_id))
@@ -457,7 +567,7 @@ def _change_from_columns(row: Row) -> Change:
     return Change(row["change_seq"], row["id"], rendered_from_columns(task).json)
 
 
-_TASK_FIELDS = tuple(str(column.name) for column in COLUMNS)  # plain `str`, as orjson wants
+_TASK_FIELDS = (*(str(column.name) for column in COLUMNS), "labels")  # plain `str`s
 
 
 def _change_from_record(record: Any) -> Change:

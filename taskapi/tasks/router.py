@@ -8,11 +8,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StringConstraints
 
 from taskapi.auth.dependencies import CurrentUser
 from taskapi.db import Session, UnitOfWorkRoute
 from taskapi.errors import ErrorBody, UnsupportedMediaTypeError
+from taskapi.models import LABEL_MAX, LABELS_PER_TASK
 from taskapi.tasks import operations
 from taskapi.tasks.contract import (
     DEFAULT_PAGE_SIZE,
@@ -106,6 +107,10 @@ router = APIRouter(
 
 
 LIST_PATTERN = r"^(inbox|[1-9][0-9]{0,18})$"
+LabelQuery = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=LABEL_MAX),
+]
 QueryMoment = Annotated[
     datetime,
     BeforeValidator(iso_text),
@@ -160,6 +165,16 @@ async def list_tasks(
     completed_before: Annotated[
         QueryMoment | None, _moment("Only tasks completed before this")
     ] = None,
+    label: Annotated[
+        list[LabelQuery] | None,
+        Query(
+            max_length=LABELS_PER_TASK,
+            description=(
+                "Only tasks carrying this label (without regard to case); repeat it (up to "
+                "20 times): a task must carry all"
+            ),
+        ),
+    ] = None,
     sort: Annotated[
         str | None,
         Query(
@@ -199,6 +214,7 @@ async def list_tasks(
         completed_after=completed_after,
         completed_before=completed_before,
         sort=parse_sort(sort),
+        labels=tuple(dict.fromkeys(name.lower() for name in label or ())),
     )
     if cursor is not None:
         if page.keyed():

@@ -7,9 +7,22 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
-from taskapi.models import DESCRIPTION_MAX, TITLE_MAX, unstorable_reason
+from taskapi.models import (
+    DESCRIPTION_MAX,
+    LABEL_MAX,
+    LABELS_PER_TASK,
+    TITLE_MAX,
+    unstorable_reason,
+)
 
 MAX_LIST_ID = 2**63 - 1
 
@@ -120,6 +133,30 @@ ListId = Annotated[
     ),
 ]
 
+Label = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=LABEL_MAX),
+    Field(description="1-50 characters once trimmed", examples=["errands"]),
+    AfterValidator(storable),
+]
+
+
+def distinct_labels(labels: list[str]) -> list[str]:
+    """A task's labels are unique without regard to case."""
+    if len({label.lower() for label in labels}) != len(labels):
+        raise ValueError("labels must be unique without regard to case")
+    return labels
+
+
+Labels = Annotated[
+    list[Label],
+    Field(
+        max_length=LABELS_PER_TASK,
+        description="At most 20 names, unique without regard to case",
+    ),
+    AfterValidator(distinct_labels),
+]
+
 
 class TaskCreate(BaseModel):
     """A new task. Read-only fields (id, user_id, timestamps) are ignored if sent."""
@@ -132,6 +169,7 @@ class TaskCreate(BaseModel):
     priority: Priority | None = None
     due_date: DueDate | None = None
     list_id: ListId | None = None
+    labels: Labels = Field(default_factory=list)
 
 
 class TaskUpdate(BaseModel):
@@ -148,6 +186,7 @@ class TaskUpdate(BaseModel):
     priority: Priority | None = None
     due_date: DueDate | None = None
     list_id: ListId | None = None
+    labels: Labels | None = Field(default=None, description="The task's labels; null: none")
 
 
 # Drivers return UTC-aware values, except asyncpg at the very edge of the range
@@ -174,3 +213,4 @@ class TaskRead(BaseModel):
     version: int = Field(
         description="Grows on every write of the task; the `ETag` of single-task responses"
     )
+    labels: list[str] = Field(description="The task's labels, in the order they were set")

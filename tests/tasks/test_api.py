@@ -50,6 +50,7 @@ async def test_create_returns_201_with_location_and_full_task(client: httpx.Asyn
         "updated_at",
         "completed_at",
         "version",
+        "labels",
     }
     assert task["list_id"] is None
     assert task["completed_at"] is None

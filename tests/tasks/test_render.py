@@ -36,6 +36,7 @@ MOMENTS = st.datetimes(
 AWARE = MOMENTS.map(lambda moment: moment.replace(tzinfo=dt.UTC))  # what the service stores
 TIMESTAMPS = AWARE | MOMENTS
 FIELDS = tuple(TaskRead.model_fields)
+COLUMNS = FIELDS[:-1]  # the task's columns; `labels` are rows of task_labels
 
 
 def task_rows(timestamps: st.SearchStrategy[dt.datetime]) -> st.SearchStrategy[dict[str, Any]]:
@@ -54,6 +55,13 @@ def task_rows(timestamps: st.SearchStrategy[dt.datetime]) -> st.SearchStrategy[d
             "updated_at": timestamps,
             "completed_at": st.none() | timestamps,
             "version": st.integers(1, 2**63 - 1),
+            "labels": st.lists(
+                st.text(
+                    st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=20
+                ),
+                max_size=3,
+                unique_by=str.lower,
+            ),
         }
     ).map(lambda row: {name: row[name] for name in FIELDS})
 
@@ -63,7 +71,7 @@ ROWS = task_rows(TIMESTAMPS)
 
 def test_rows_come_in_the_models_field_order() -> None:
     """What the byte-for-byte equality rests on: every task query selects these columns."""
-    assert tuple(column.name for column in service.COLUMNS) == FIELDS
+    assert (*(column.name for column in service.COLUMNS), "labels") == FIELDS
 
 
 @settings(max_examples=500, deadline=None)
@@ -99,6 +107,7 @@ def test_the_edges_of_the_range_and_zero_microseconds() -> None:
             "updated_at": moment,
             "completed_at": moment,
             "version": 1,
+            "labels": ["a", "B"],
         }
         assert task_json(row) == TASK.dump_json(TASK.validate_python(row))
 
@@ -121,6 +130,7 @@ EDGE = {
     "updated_at": dt.datetime(2026, 2, 10, 0, 0, 0, 10, tzinfo=dt.UTC),
     "completed_at": LATEST,
     "version": 2**63 - 1,
+    "labels": ['"\\\b\f\n\r\t\x01\x1f\x7f', "é \u2028 😀"],
 }
 
 
@@ -155,10 +165,20 @@ class Postgres:
                         row["user_id"],
                     )
                 await self.connection.execute(
-                    f"INSERT INTO tasks ({', '.join(FIELDS)})"
-                    f" VALUES ({', '.join(f'${n}' for n in range(1, len(FIELDS) + 1))})",
-                    *row.values(),
+                    f"INSERT INTO tasks ({', '.join(COLUMNS)})"
+                    f" VALUES ({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 1))})",
+                    *[row[name] for name in COLUMNS],
                 )
+                for position, label in enumerate(row["labels"]):
+                    await self.connection.execute(
+                        "INSERT INTO task_labels (task_id, name_key, user_id, name, position)"
+                        " VALUES ($1, $2, $3, $4, $5)",
+                        row["id"],
+                        label.lower(),
+                        row["user_id"],
+                        label,
+                        position,
+                    )
             records = await self.connection.fetch(query.sql, *query.arguments(params))
             return [query.from_record(record) for record in records]
         finally:

@@ -156,6 +156,7 @@ TASK = st.fixed_dictionaries(
         "priority": st.sampled_from([None, "low", "medium", "high"]),
         "due_date": st.sampled_from(DUES),
         "completed": st.booleans(),
+        "labels": st.sampled_from([[], ["x"], ["Y"], ["x", "y"]]),
     }
 )
 FILTERS = st.fixed_dictionaries(
@@ -167,6 +168,7 @@ FILTERS = st.fixed_dictionaries(
         "due_before": st.sampled_from(DUES[1:]),
         "has_due": st.sampled_from(["true", "false"]),
         "list_id": st.just("inbox"),
+        "label": st.sampled_from(["x", "y", "X"]),
     },
 )
 SORTS = st.lists(
@@ -187,6 +189,7 @@ def matches(task: dict[str, Any], filters: dict[str, str]) -> bool:
         "due_before": lambda v: due is not None and due < v,
         "has_due": lambda v: (due is not None) == (v == "true"),
         "list_id": lambda v: task["list_id"] is None,
+        "label": lambda v: v.lower() in [label.lower() for label in task["labels"]],
     }
     return all(checks[name](value) for name, value in filters.items())
 
