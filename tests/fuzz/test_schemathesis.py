@@ -82,6 +82,9 @@ CONFIG = schemathesis.Config.from_dict(
 schema = schemathesis.openapi.from_asgi("/openapi.json", CURRENT, config=CONFIG)
 
 
+PLAIN_LIST_PARAMETERS = frozenset({"completed", "priority", "limit", "cursor"})
+
+
 @schema.hook("map_case")
 def valid_cursor_in_positive_cases(context: Any, case: schemathesis.Case) -> schemathesis.Case:
     """A positive case's `cursor` must be a cursor the service issued, not any short string.
@@ -97,6 +100,12 @@ def valid_cursor_in_positive_cases(context: Any, case: schemathesis.Case) -> sch
         or not case.meta.generation.mode.is_positive
         or not isinstance(cursor, str)
     ):
+        return case
+    if set(query) - PLAIN_LIST_PARAMETERS:
+        # With a sort or filters beyond these, a cursor is bound to them (a `KeysetCursor`
+        # holding the last task's sort values): schemathesis cannot draw one, so positive
+        # cases go without; tests/tasks/test_screens.py follows such cursors.
+        case.query = {name: value for name, value in query.items() if name != "cursor"}
         return case
     try:
         Cursor.decode(cursor)
