@@ -15,9 +15,10 @@ class Slots:
     CPU per wait (see docs/design.md, "Database connections"): under load most requests
     wait for a connection, so this runs on most of them."""
 
-    __slots__ = ("_free", "_timeout", "_waiters")
+    __slots__ = ("_free", "_size", "_timeout", "_waiters")
 
     def __init__(self, size: int, timeout: float) -> None:
+        self._size = size
         self._free = size
         self._timeout = timeout
         self._waiters: deque[asyncio.Future[None]] = deque()
@@ -50,6 +51,9 @@ class Slots:
 
     def waiting(self) -> int:
         return sum(not waiter.done() for waiter in self._waiters)
+
+    def held(self) -> int:
+        return self._size - self._free
 
 
 def _expire(waiter: asyncio.Future[None]) -> None:
