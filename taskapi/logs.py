@@ -1,0 +1,208 @@
+"""Log lines: one handler on the root logger writing JSON objects (one a line) or readable
+text, each naming the request it was written for; and the service's own access log.
+
+Nothing a client sends is written except what each line names (method, route template,
+status, request id, user id): no header, query or body. An exception logged while a
+request is served shows its type and stack, not its message, which may quote the
+request's data (a driver or a validator echoing its input); outside a request (start-up,
+background refreshes) the message is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import traceback
+from types import TracebackType
+from typing import Any, Literal, TextIO
+
+import orjson
+
+from taskapi.config import Settings
+from taskapi.requestctx import request_id
+
+ACCESS_LOGGER = "taskapi.access"
+_NO_REQUEST = "-"
+
+_ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+
+_second = -1
+_second_text = ""
+
+
+def timestamp(created: float) -> str:
+    """`created` (seconds since the epoch) in ISO 8601, UTC, to the millisecond.
+
+    The date and time are formatted once per second: this runs for every line."""
+    global _second, _second_text
+    second = int(created)
+    if second != _second:
+        _second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second = second
+    return f"{_second_text}.{int((created - second) * 1000):03d}Z"
+
+
+def _exception_text(exc_info: _ExcInfo, in_request: bool) -> str:
+    """The traceback of `exc_info`; inside a request, without the exceptions' messages."""
+    if not in_request:
+        return "".join(traceback.format_exception(*exc_info)).rstrip()
+    chain: list[BaseException] = []
+    error: BaseException | None = exc_info[1]
+    while error is not None and all(error is not seen for seen in chain):
+        chain.append(error)
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+    parts: list[str] = []
+    for error in reversed(chain):
+        parts.append("Traceback (most recent call last):\n")
+        parts.extend(traceback.format_list(traceback.extract_tb(error.__traceback__)))
+        kind = type(error)
+        parts.append(f"{kind.__module__}.{kind.__qualname__} (message not logged)\n")
+    return "".join(parts).rstrip()
+
+
+def _exc_info(record: logging.LogRecord) -> _ExcInfo | None:
+    info = record.exc_info
+    if info is None or info[0] is None or info[1] is None:
+        return None
+    return info[0], info[1], info[2]
+
+
+class JSONFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message, the request id within a
+    request, and the exception if any."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        rid = request_id()
+        entry: dict[str, Any] = {
+            "time": timestamp(record.created),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if rid != _NO_REQUEST:
+            entry["request_id"] = rid
+        info = _exc_info(record)
+        if info is not None:
+            entry["exception"] = _exception_text(info, rid != _NO_REQUEST)
+        if record.stack_info:
+            entry["stack"] = record.stack_info
+        return orjson.dumps(entry, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger [request id] message`, the traceback on the following lines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        rid = request_id()
+        line = f"{timestamp(record.created)} {record.levelname} {record.name} [{rid}] "
+        line += record.getMessage()
+        info = _exc_info(record)
+        if info is not None:
+            line += "\n" + _exception_text(info, rid != _NO_REQUEST)
+        if record.stack_info:
+            line += "\n" + record.stack_info
+        return line
+
+
+class ServiceLogHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The service's one handler on the root logger (replaced, not added, on each
+    `configure_logging`)."""
+
+
+def configure_logging(settings: Settings, stream: TextIO | None = None) -> ServiceLogHandler:
+    """Send every log line, uvicorn's included, through one handler in LOG_FORMAT.
+
+    uvicorn's own access log is switched off for good (as `--no-access-log` does): it would
+    write the raw path and query of every request, and the service writes its own
+    (`AccessLog`)."""
+    handler = ServiceLogHandler(stream if stream is not None else sys.stderr)
+    json_lines = settings.resolved_log_format == "json"
+    handler.setFormatter(JSONFormatter() if json_lines else TextFormatter())
+    root = logging.getLogger()
+    for previous in [h for h in root.handlers if isinstance(h, ServiceLogHandler)]:
+        root.removeHandler(previous)
+    root.addHandler(handler)
+    root.setLevel(settings.log_level.upper())
+    for name in ("uvicorn", "uvicorn.error"):
+        server_logger = logging.getLogger(name)
+        server_logger.handlers.clear()
+        server_logger.propagate = True
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    uvicorn_access.handlers.clear()
+    uvicorn_access.propagate = False
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its start-up chatter
+    return handler
+
+
+def access_log_enabled(settings: Settings) -> bool:
+    """ACCESS_LOG, and LOG_LEVEL lets INFO lines through (after `configure_logging`)."""
+    return settings.access_log and logging.getLogger(ACCESS_LOGGER).isEnabledFor(logging.INFO)
+
+
+class AccessLog:
+    """One line per request (`taskapi.access`, INFO) in the handler's format, held until
+    `flush`: the access layer (`taskapi.access`) flushes whenever its worker has no request
+    in flight, every `FLUSH_LINES` lines, and every second, so under load one write carries
+    many lines rather than a system call each."""
+
+    FLUSH_LINES = 256
+
+    def __init__(self, handler: ServiceLogHandler, log_format: Literal["json", "text"]) -> None:
+        self._handler = handler
+        self._json = log_format == "json"
+        self._lines: list[str] = []
+
+    def add(
+        self,
+        request_id: str,
+        method: str,
+        route: str,
+        status: int,
+        seconds: float,
+        user_id: str | None,
+    ) -> None:
+        now = time.time()
+        milliseconds = int(seconds * 1_000_000) / 1000
+        if self._json:
+            entry: dict[str, Any] = {
+                "time": timestamp(now),
+                "level": "INFO",
+                "logger": ACCESS_LOGGER,
+                "message": f"{method} {route} {status}",
+                "request_id": request_id,
+                "method": method,
+                "route": route,
+                "status": status,
+                "duration_ms": milliseconds,
+            }
+            if user_id is not None:
+                entry["user_id"] = user_id
+            line = orjson.dumps(entry).decode()
+        else:
+            line = (
+                f"{timestamp(now)} INFO {ACCESS_LOGGER} [{request_id}] {method} {route} "
+                f"{status} {milliseconds:.1f}ms"
+            )
+            if user_id is not None:
+                line += f" user={user_id}"
+        lines = self._lines
+        lines.append(line)
+        if len(lines) >= self.FLUSH_LINES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the lines held, in one write."""
+        if not self._lines:
+            return
+        text = "\n".join(self._lines) + "\n"
+        self._lines.clear()
+        handler = self._handler
+        handler.acquire()
+        try:
+            handler.stream.write(text)
+            handler.stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed or broken stream loses log lines, never requests
+        finally:
+            handler.release()
