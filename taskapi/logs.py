@@ -27,20 +27,20 @@ _NO_REQUEST = "-"
 
 _ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
-_second = -1
-_second_text = ""
+_formatted_second: tuple[int, str] = (-1, "")
 
 
 def timestamp(created: float) -> str:
     """`created` (seconds since the epoch) in ISO 8601, UTC, to the millisecond.
 
     The date and time are formatted once per second: this runs for every line."""
-    global _second, _second_text
+    global _formatted_second
     second = int(created)
-    if second != _second:
-        _second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        _second = second
-    return f"{_second_text}.{int((created - second) * 1000):03d}Z"
+    cached, text = _formatted_second
+    if second != cached:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _formatted_second = (second, text)  # one assignment: a thread reads a pair or the other
+    return f"{text}.{int((created - second) * 1000):03d}Z"
 
 
 def _exception_text(exc_info: _ExcInfo, in_request: bool) -> str:

@@ -114,7 +114,10 @@ def _multiprocess_dir(settings: Settings) -> str | None:
 def _forget_dead_workers(directory: str) -> None:
     """Drop the gauges of workers that are gone (killed, say, before they could)."""
     for path in glob.glob(os.path.join(directory, "gauge_live*_*.db")):
-        pid = int(os.path.basename(path).rsplit("_", 1)[1].removesuffix(".db"))
+        pid_text = os.path.basename(path).rsplit("_", 1)[1].removesuffix(".db")
+        if not pid_text.isdigit():
+            continue  # not a worker's file
+        pid = int(pid_text)
         try:
             os.kill(pid, 0)
         except ProcessLookupError:

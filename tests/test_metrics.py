@@ -19,6 +19,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -381,6 +382,15 @@ async def test_two_workers_one_scrape_sums_both(pg_url: str, tmp_path: Path) -> 
     the pool gauges are the sum over the live workers, withdrawn when they stop."""
     directory = tmp_path / "prometheus"
     directory.mkdir()
+    # A gauge left by a worker that died without withdrawing it: a starting worker drops it.
+    gone = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import os; print(os.getpid())", stdout=subprocess.PIPE
+    )
+    pid = int((await gone.communicate())[0])
+    stale = MmapedDict(str(directory / f"gauge_livesum_{pid}.db"))
+    pool_size = "taskapi_db_pool_size"
+    stale.write_value(mmap_key(pool_size, pool_size, [], [], "stale"), 100.0, 0.0)
+    stale.close()
     metrics_port = free_port()
     env = {
         "DATABASE_URL": pg_url,
@@ -438,7 +448,8 @@ async def test_two_workers_one_scrape_sums_both(pg_url: str, tmp_path: Path) -> 
                 sample(samples, LATENCY + "_count", route=ONE, method="GET")
                 == sent[(ONE, "GET", "200")]
             )
-            assert sample(samples, "taskapi_db_pool_size") == 2 * 3  # livesum of two workers
+            # The sum over the two live workers, without the dead one's.
+            assert sample(samples, "taskapi_db_pool_size") == 2 * 3
             server.stop()
             lines = list(server.lines)
     finally:
