@@ -186,10 +186,11 @@ def _lifespan(settings: Settings, recorder: Recorder | None, metrics: Metrics | 
 class ServiceApp(FastAPI):
     """FastAPI, inside the service's own pure ASGI layers rather than around them.
 
-    Every request passes the edge (request id, size bounds, security headers) and CORS,
-    then the tasks fast path; only what the fast path does not take enters FastAPI's
-    stack (error middleware, routing, dependency injection), so a fast-path request runs
-    no framework code at all. Errors FastAPI renders still leave through the edge.
+    Every request passes the access layer (when the access log or metrics are on), the
+    edge (request id, size bounds, security headers) and CORS, then the tasks fast path;
+    only what the fast path does not take enters FastAPI's stack (error middleware,
+    routing, dependency injection), so a fast-path request runs no framework code at all.
+    Errors FastAPI renders still leave through the edge.
     """
 
     services: Services | None
