@@ -15,7 +15,7 @@ def make_token(
     *,
     secret: str = TEST_SECRET,
     algorithm: str = "HS256",
-    ttl: int = 600,
+    ttl: int = 6 * 3600,  # module-level tokens (ALICE = auth("alice")) live for the whole run
     headers: dict[str, Any] | None = None,
     **claims: Any,
 ) -> str:
