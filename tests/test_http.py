@@ -212,7 +212,7 @@ async def test_patch_task_is_405_with_allow(client: httpx.AsyncClient) -> None:
     response = await client.patch(f"{TASKS}/1", json={"title": "x"}, headers=auth("alice"))
     assert_error(response, 405, "METHOD_NOT_ALLOWED")
     allow = [method.strip() for method in response.headers["allow"].split(",")]
-    assert sorted(allow) == ["DELETE", "GET", "PUT"]
+    assert sorted(allow) == ["DELETE", "GET", "HEAD", "PUT"]
 
 
 async def test_patch_task_without_token_is_405(client: httpx.AsyncClient) -> None:
@@ -221,6 +221,7 @@ async def test_patch_task_without_token_is_405(client: httpx.AsyncClient) -> Non
     assert sorted(m.strip() for m in response.headers["allow"].split(",")) == [
         "DELETE",
         "GET",
+        "HEAD",
         "PUT",
     ]
 
@@ -228,13 +229,17 @@ async def test_patch_task_without_token_is_405(client: httpx.AsyncClient) -> Non
 async def test_delete_collection_is_405_with_allow(client: httpx.AsyncClient) -> None:
     response = await client.delete(TASKS, headers=auth("alice"))
     assert_error(response, 405, "METHOD_NOT_ALLOWED")
-    assert sorted(m.strip() for m in response.headers["allow"].split(",")) == ["GET", "POST"]
+    assert sorted(m.strip() for m in response.headers["allow"].split(",")) == [
+        "GET",
+        "HEAD",
+        "POST",
+    ]
 
 
 async def test_post_health_is_405(client: httpx.AsyncClient) -> None:
     response = await client.post("/health", json={})
     assert_error(response, 405, "METHOD_NOT_ALLOWED")
-    assert [m.strip() for m in response.headers["allow"].split(",")] == ["GET"]
+    assert [m.strip() for m in response.headers["allow"].split(",")] == ["GET", "HEAD"]
 
 
 # --- content type and body size -----------------------------------------------------------
