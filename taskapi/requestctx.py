@@ -1,5 +1,5 @@
-"""What log lines and the access log know of the request being served, carried in context
-variables: its id (set by the edge) and who sent it (set by authentication)."""
+"""What log lines and the access log know of the request being served: its id (a context
+variable, set by the edge) and who sent it (its `Exchange`, filled in by authentication)."""
 
 from __future__ import annotations
 
@@ -22,31 +22,26 @@ def set_request_id(value: str) -> None:
     _request_id.set(value)
 
 
+# Scope key of the request's `Exchange` (set by the access layer, when it is on).
+EXCHANGE_KEY = "taskapi.exchange"
+
+
 class Exchange:
     """One request as the access layer records it; authentication fills in the user.
 
-    A mutable object in the context variable rather than a context variable per value:
-    code that runs in a copy of the context (a task it starts) still reaches the same one.
+    In the scope rather than a context variable: setting one costs more than the rest of
+    the access layer's bookkeeping, and the scope reaches both request paths (the edge's
+    copies of the scope keep the same object).
     """
 
-    __slots__ = ("user_id",)
+    __slots__ = ("done", "started", "status", "user_id")
 
-    def __init__(self) -> None:
+    def __init__(self, started: float) -> None:
+        self.started = started
+        """When it arrived (`time.perf_counter`)."""
+        self.status = 500
+        """The response's status; 500, what the server answers, until the app starts one."""
         self.user_id: str | None = None
-
-
-_exchange: ContextVar[Exchange | None] = ContextVar("exchange", default=None)
-
-
-def begin_exchange() -> Exchange:
-    """A new request's record, current for the rest of its context (the access layer)."""
-    exchange = Exchange()
-    _exchange.set(exchange)
-    return exchange
-
-
-def note_user(user_id: str) -> None:
-    """Record who the current request is from (authentication, once the token is verified)."""
-    exchange = _exchange.get()
-    if exchange is not None:
-        exchange.user_id = user_id
+        """The verified token's `sub`."""
+        self.done = False
+        """Recorded (the access layer records each request once)."""

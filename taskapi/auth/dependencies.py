@@ -18,7 +18,7 @@ from taskapi.errors import (
     RateLimitedError,
 )
 from taskapi.ratelimit import RateLimits
-from taskapi.requestctx import RESPONSE_HEADERS_KEY, note_user
+from taskapi.requestctx import EXCHANGE_KEY, RESPONSE_HEADERS_KEY, Exchange
 from taskapi.users.service import UserProvisioner
 
 logger = logging.getLogger("taskapi.auth")
@@ -33,6 +33,8 @@ class RequestContext(NamedTuple):
     """The client address: failed authentications are charged to it."""
     response_headers: list[tuple[bytes, bytes]] | None
     """Where the rate-limit headers go (the edge adds them to whatever is answered)."""
+    exchange: Exchange | None
+    """Where the verified user is noted for the access log (when it is on)."""
 
     @staticmethod
     def of(scope: Scope) -> RequestContext:
@@ -46,6 +48,7 @@ class RequestContext(NamedTuple):
             authorization,
             client[0] if client else "unknown",
             scope.get(RESPONSE_HEADERS_KEY),
+            scope.get(EXCHANGE_KEY),
         )
 
 
@@ -89,7 +92,8 @@ class Authenticator:
                 if not decision.allowed:
                     raise RateLimitedError(headers=decision.headers(limits.anonymous)) from None
             raise
-        note_user(identity.sub)
+        if context.exchange is not None:
+            context.exchange.user_id = identity.sub
         if limits is not None:
             decision = await limits.charge_user(identity.sub)
             if not decision.allowed:
