@@ -7,7 +7,7 @@ and a client that got a 2xx gets the same answer again, byte for byte.
 
 Several clients send creates, each with a fresh key and a body of its own (every field set),
 one request at a time each, several users shared by two clients each. The service gets
-SIGKILL while requests are in flight (with slow commits, while one of them is inside COMMIT,
+SIGKILL while requests are in flight (while one of them is inside COMMIT, slowed down and
 seen in pg_stat_activity), is started again on the same database, and the load goes on with
 new keys; `ROUNDS` kills in all. Then, before any retry, each key has its task and its
 stored answer, or neither. Then every key ever sent is retried with its body (answered or
@@ -33,7 +33,8 @@ import httpx
 import pytest
 
 from tests.faults._support import TASKS, ServiceProcess, service_env
-from tests.support import databases
+from tests.support.databases import alembic_upgrade
+from tests.support.pgcluster import PrivateCluster, require_pg_bindir
 from tests.support.tokens import auth
 
 pytestmark = pytest.mark.slow
@@ -48,6 +49,8 @@ ACKS_PER_ROUND = 120  # acknowledged creates in a round before its kill
 # task and its stored answer are not. Without it such a case is rare (measured: 0 and 1 of
 # the 48 requests unanswered at three kills, in two runs).
 COMMIT_DELAY_US = 50_000
+SLOW_COMMITS = {"commit_delay": COMMIT_DELAY_US, "commit_siblings": 0}  # (needs fsync on)
+DBNAME = "taskapi"
 PER_CLIENT_MAX = 2000  # a bound on each client's loop; the kill comes long before
 COMMIT_WAIT_TIMEOUT = 10.0
 RETRY_CONCURRENCY = 16
@@ -57,14 +60,16 @@ REPLAYED = "idempotent-replayed"
 
 
 @pytest.fixture
-def service_db(pg_admin_url: str | None) -> Iterator[str]:
-    """A fresh database on the shared server, migrated with `alembic upgrade head`."""
-    if pg_admin_url is None:
-        pytest.skip("PostgreSQL is not available")
-    assert pg_admin_url is not None
-    url = databases.create_database(pg_admin_url, prefix="taskapi_idem_kill")
-    yield url
-    databases.drop_database(pg_admin_url, url)
+def service_db() -> Iterator[str]:
+    """A private cluster (fsync on, slow commits; its own connection limit, so that other
+    tests crowding the shared server cannot make the service's connections fail),
+    migrated with `alembic upgrade head`."""
+    require_pg_bindir()
+    with PrivateCluster(fsync=True, settings=SLOW_COMMITS) as pg:
+        pg.create_database(DBNAME)
+        url = pg.url("postgresql", dbname=DBNAME)
+        alembic_upgrade(url)
+        yield url
 
 
 @pytest.fixture
@@ -85,24 +90,9 @@ async def admin(service_db: str) -> AsyncIterator[asyncpg.Connection]:
     await connection.close()
 
 
-async def slow_commits(admin: asyncpg.Connection, url: str) -> bool:
-    """Set `commit_delay` for new sessions on the test's database; whether it takes effect
-    (it needs a superuser to set, and acts only with fsync on)."""
-    name = await admin.fetchval("SELECT current_database()")
-    try:
-        await admin.execute(
-            f'ALTER DATABASE "{name}" SET commit_delay = {COMMIT_DELAY_US}; '
-            f'ALTER DATABASE "{name}" SET commit_siblings = 0'
-        )
-    except asyncpg.InsufficientPrivilegeError:
-        return False
-    session = await asyncpg.connect(url, timeout=10)
-    try:
-        delay: int = await session.fetchval("SELECT current_setting('commit_delay')::int")
-        fsync: str = await session.fetchval("SELECT current_setting('fsync')")
-    finally:
-        await session.close()
-    return delay == COMMIT_DELAY_US and fsync == "on"
+async def show_slow_commits(admin: asyncpg.Connection) -> dict[str, str]:
+    """The settings as a session of the service's role sees them."""
+    return {name: await admin.fetchval(f"SHOW {name}") for name in ("fsync", *SLOW_COMMITS)}
 
 
 @dataclass
@@ -205,11 +195,9 @@ async def kill_round(
     round_: int,
     attempts: list[Attempt],
     unexpected: list[str],
-    *,
-    wait_for_commits: bool,
 ) -> tuple[int, int, int]:
     """Start the service, load it with keyed creates, SIGKILL it mid-load (once enough
-    creates are acknowledged and, with slow commits, while some request is inside COMMIT);
+    creates are acknowledged, while some request is inside COMMIT);
     return the acks at the kill, the backends seen in COMMIT just before it, and the
     requests sent but unanswered."""
     service.start()
@@ -230,7 +218,7 @@ async def kill_round(
         assert enough.is_set(), unexpected[:10]
         deadline = time.perf_counter() + COMMIT_WAIT_TIMEOUT
         in_commit = await committing(admin)
-        while wait_for_commits and in_commit == 0:  # polled: no request is held for this
+        while in_commit == 0:  # polled: no request is held for this
             assert time.perf_counter() < deadline, "no request reached COMMIT"
             assert not all(t.done() for t in tasks), unexpected[:10]
             in_commit = await committing(admin)
@@ -278,9 +266,12 @@ async def retry(
 
 
 async def test_sigkill_during_idempotent_creates_then_every_key_retried_makes_one_task_each(
-    service: ServiceProcess, admin: asyncpg.Connection, service_db: str
+    service: ServiceProcess, admin: asyncpg.Connection
 ) -> None:
-    delayed = await slow_commits(admin, service_db)
+    assert await show_slow_commits(admin) == {
+        "fsync": "on",
+        **{name: str(value) for name, value in SLOW_COMMITS.items()},
+    }
     attempts: list[Attempt] = []
     unexpected: list[str] = []
     per_round: list[tuple[int, int, int]] = []
@@ -288,11 +279,7 @@ async def test_sigkill_during_idempotent_creates_then_every_key_retried_makes_on
     t_load = time.perf_counter()
     async with asyncio.timeout(TEST_TIMEOUT):
         for round_ in range(ROUNDS):
-            per_round.append(
-                await kill_round(
-                    service, admin, round_, attempts, unexpected, wait_for_commits=delayed
-                )
-            )
+            per_round.append(await kill_round(service, admin, round_, attempts, unexpected))
             assert unexpected == [], unexpected[:10]
             backends_gone.append(await until_backends_gone(admin))
 
@@ -358,7 +345,7 @@ async def test_sigkill_during_idempotent_creates_then_every_key_retried_makes_on
     acked = sum(a.acked for a in attempts)
     print(
         f"\n[idempotent-sigkill] clients={CLIENTS} users={USERS} kills={ROUNDS} "
-        f"commit_delay={COMMIT_DELAY_US if delayed else 0}us keys_sent={len(attempts)} "
+        f"commit_delay={COMMIT_DELAY_US}us keys_sent={len(attempts)} "
         f"acknowledged_before_kill={acked} unanswered={len(unanswered)} "
         f"(in_flight_at_kill={sum(a.error != 'ConnectError' for a in unanswered)}, "
         f"refused_connection={sum(a.error == 'ConnectError' for a in unanswered)}) "
@@ -373,7 +360,7 @@ async def test_sigkill_during_idempotent_creates_then_every_key_retried_makes_on
     )
     assert failures == [], failures[:20]
     assert unanswered, "no request was in flight at any kill"
-    if delayed:  # a kill came while a COMMIT was running: its answer was lost, not its task
-        assert committed_unanswered > 0
+    # A kill came while a COMMIT was running: its answer was lost, not its task.
+    assert committed_unanswered > 0
     assert len(after) == len(attempts) == rows
     assert duplicates == 0

@@ -18,8 +18,8 @@ index is valid, the rows are all there, and a service of today's code starts on 
 and serves it.
 
 The tests after it pin what the load test found, each deterministically, on a fresh
-database at revision 0001 on the shared server, with one session of its own in the role of
-a request of the running service: the migration never deadlocks with a request in either
+database at revision 0001, with one session of its own in the role of a request of the
+running service: the migration never deadlocks with a request in either
 lock order, a failed attempt runs again, and its index build is bounded by `lock_timeout`
 alone. Every test runs `alembic` as a user does (a subprocess, `migrations/env.py`).
 """
@@ -44,7 +44,6 @@ import httpx
 import pytest
 
 from tests.faults._support import ROOT, TASKS, ServiceProcess, service_env
-from tests.support import databases
 from tests.support.pgcluster import PrivateCluster, require_pg_bindir
 from tests.support.tokens import auth
 
@@ -69,7 +68,6 @@ ACKS_BEFORE = 10  # per client, before the first step (the service warm)
 ACKS_AFTER_EACH_STEP = 10  # per client, sent after each step ended
 PER_CLIENT_MAX = 20_000  # a bound on each client's loop; the steps end long before
 PHASE_TIMEOUT = 60.0
-DBNAME = "taskapi"
 MIGRATOR = "migrator"  # the migration's role: its statements are logged with their duration
 STEPS = (("upgrade", "head"), ("downgrade", "0001"), ("upgrade", "head"))
 SERVER = {
@@ -253,16 +251,27 @@ async def table_indexes(connection: asyncpg.Connection) -> dict[str, str]:
     return {row["indexname"]: row["indexdef"] for row in rows}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def cluster() -> Iterator[PrivateCluster]:
+    """The module's PostgreSQL: a private cluster, whose log the tests read, and whose
+    connections no other test takes (the shared server, crowded by other suites, has
+    refused some with 'too many clients')."""
     require_pg_bindir()
     with PrivateCluster(fsync=True, settings=SERVER) as pg:
-        pg.create_database(DBNAME)
         pg.psql(
             f"CREATE ROLE {MIGRATOR} LOGIN SUPERUSER; "
             f"ALTER ROLE {MIGRATOR} SET log_min_duration_statement = 0"
         )
         yield pg
+
+
+@pytest.fixture
+def database(cluster: PrivateCluster) -> Iterator[str]:
+    """A fresh, empty database of the test's own in the module's cluster; its name."""
+    name = f"taskapi_{uuid.uuid4().hex[:10]}"
+    cluster.create_database(name)
+    yield name
+    cluster.drop_database(name)
 
 
 @dataclass
@@ -487,11 +496,12 @@ async def load_through_steps(
 
 
 async def test_migration_0002_is_online_under_the_write_load_of_the_service_before_it(
-    cluster: PrivateCluster, tmp_path: Path
+    cluster: PrivateCluster, database: str, tmp_path: Path
 ) -> None:
     pg = cluster
-    url = pg.url("postgresql", dbname=DBNAME)
-    migrator_url = pg.url("postgresql", dbname=DBNAME, user=MIGRATOR)
+    log_start = len(pg.log_tail(10**10))  # the cluster is the module's: this test's log
+    url = pg.url("postgresql", dbname=database)
+    migrator_url = pg.url("postgresql", dbname=database, user=MIGRATOR)
     lock_timeout = lock_timeout_ms()
     old_code = tmp_path / "service-0001"
     commit = code_before_migration(old_code)
@@ -571,7 +581,7 @@ async def test_migration_0002_is_online_under_the_write_load_of_the_service_befo
     assert failed == [], [(c.kind, c.detail) for c in failed[:10]]
     assert unended == [], unended[:5]
     assert longest(waits) < lock_timeout, [w for w in waits if w.ms >= lock_timeout]
-    assert "lock timeout" not in pg.log_tail(10**10)
+    assert "lock timeout" not in pg.log_tail(10**10)[log_start:]
     assert (revision, valid) == ("0002", True)
     assert rows == expected_rows
 
@@ -583,37 +593,21 @@ async def test_migration_0002_is_online_under_the_write_load_of_the_service_befo
 
 
 @pytest.fixture
-async def at_0001(pg_admin_url: str | None) -> AsyncIterator[str]:
-    """A fresh database on the shared server at revision 0001, with a user and a task."""
-    if pg_admin_url is None:
-        pytest.skip("PostgreSQL is not available")
-    assert pg_admin_url is not None
-    name = f"taskapi_migration_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(pg_admin_url, timeout=10)
+async def at_0001(cluster: PrivateCluster, database: str) -> str:
+    """A fresh database at revision 0001, with a user and a hundred tasks; its URL."""
+    url = cluster.url("postgresql", dbname=database)
+    step = await alembic(url, "upgrade", "0001")
+    assert step.returncode == 0, step.output
+    connection = await asyncpg.connect(url, timeout=10)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        await connection.execute(
+            "INSERT INTO users (id, created_at, updated_at) VALUES ('u1', now(), now()); "
+            "INSERT INTO tasks (title, user_id, created_at, updated_at) "
+            "SELECT 'task ' || g, 'u1', now(), now() FROM generate_series(1, 100) g"
+        )
     finally:
-        await admin.close()
-    url = databases.with_database(pg_admin_url, name)
-    try:
-        step = await alembic(url, "upgrade", "0001")
-        assert step.returncode == 0, step.output
-        connection = await asyncpg.connect(url, timeout=10)
-        try:
-            await connection.execute(
-                "INSERT INTO users (id, created_at, updated_at) VALUES ('u1', now(), now()); "
-                "INSERT INTO tasks (title, user_id, created_at, updated_at) "
-                "SELECT 'task ' || g, 'u1', now(), now() FROM generate_series(1, 100) g"
-            )
-        finally:
-            await connection.close()
-        yield url
-    finally:
-        admin = await asyncpg.connect(pg_admin_url, timeout=10)
-        try:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await admin.close()
+        await connection.close()
+    return url
 
 
 @pytest.fixture
