@@ -184,7 +184,8 @@ def test_every_line_is_json_and_none_holds_what_a_client_sent(tmp_path: Path) ->
     }
     sent: dict[str, tuple[str, str, int, str | None]] = {}  # id -> method, route, status, user
     with Uvicorn("tests.support.failing_app:app", env, ["--workers", "1"]) as server:
-        server.wait_for("Application startup complete")
+        # Not "Application startup complete": one uvicorn process binds its port after that.
+        server.wait_for("Uvicorn running on")
         with httpx.Client(base_url=server.base_url, timeout=30) as client:
 
             def send(
