@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.chromium import Chromium, start_or_skip
+from tests.support.chromium import Chromium, Page, start_or_skip
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +20,16 @@ def browser() -> Iterator[Chromium]:
         yield chromium
     finally:
         chromium.stop()
+
+
+@pytest.fixture
+def page(browser: Chromium) -> Iterator[Page]:
+    """A tab of its own for the test, closed after it."""
+    tab = browser.new_page(1280, 900)
+    try:
+        yield tab
+    finally:
+        tab.close()
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ import pytest
 
 from tests.faults._support import TASKS, ServiceProcess
 from tests.support.betterauth import BetterAuthServer, start_or_skip
-from tests.support.chromium import Chromium, Page
+from tests.support.chromium import Page
 
 PASSWORD = "correct-horse-battery-7"
 PAGE_DEADLINE = 60.0
@@ -71,15 +71,6 @@ def api(betterauth: BetterAuthServer, api_database: Path) -> Iterator[ServicePro
         yield process
     finally:
         process.stop()
-
-
-@pytest.fixture
-def page(browser: Chromium) -> Iterator[Page]:
-    tab = browser.new_page(1280, 900)
-    try:
-        yield tab
-    finally:
-        tab.close()
 
 
 def test_front_end_path_across_origins(

@@ -20,7 +20,7 @@ import pytest
 
 from taskapi.docs import CONTENT_SECURITY_POLICY
 from tests.faults._support import TASKS, ServiceProcess
-from tests.support.chromium import Chromium, Page
+from tests.support.chromium import Page
 from tests.support.tokens import TEST_SECRET, make_token
 
 LIST_TASKS = "#operations-tasks-list_tasks_api_v1_tasks_get"
@@ -56,15 +56,6 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess
         yield process
     finally:
         process.stop()
-
-
-@pytest.fixture
-def page(browser: Chromium) -> Iterator[Page]:
-    tab = browser.new_page(1280, 900)
-    try:
-        yield tab
-    finally:
-        tab.close()
 
 
 def document_csp(page: Page, url: str) -> str | None:
