@@ -84,7 +84,7 @@ class Authenticator:
         address, so an unauthenticated flood is limited too.
         """
         limits = self._limits
-        if limits is not None and context.charge is not None:
+        if context.charge is not None:  # settled here, limited or not: the edge leaves it be
             context.charge.done = True
         try:
             identity = await self._verifier.verify(bearer_token(context.authorization))
