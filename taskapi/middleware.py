@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from random import getrandbits
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -173,6 +174,14 @@ class EdgeMiddleware:
         started = False
         refused = False
 
+        # `send_with_headers` must not refer to itself: a closure that does is a reference
+        # cycle holding the whole request (scope, protocol cycle, FastAPI's exit stacks) until
+        # the cyclic GC runs, which then spent ~80 ms at a time freeing ~50k objects (p99 of
+        # every route ~110 ms instead of ~12 ms under load). The 429 goes through `headed`.
+        def headed(message: Message) -> Message:
+            message["headers"] = [*message.get("headers", ()), *extra, *app_headers]
+            return message
+
         async def send_with_headers(message: Message) -> None:
             nonlocal started, refused
             if message["type"] == "http.response.start":
@@ -181,10 +190,12 @@ class EdgeMiddleware:
                     charge.done = True
                     refusal = await _refusal(scope, message["status"])
                     if refusal is not None:  # over its address's limit: the 429 instead
-                        await api_error_response(refusal)(scope, receive, send_with_headers)
                         refused = True  # and the app's own body is dropped
+                        await api_error_response(refusal)(
+                            scope, receive, _headed_send(send, headed)
+                        )
                         return
-                message["headers"] = [*message.get("headers", ()), *extra, *app_headers]
+                message = headed(message)
             elif refused:
                 return
             await send(message)
@@ -219,6 +230,17 @@ class EdgeMiddleware:
             return replaying(disconnect, receive)
         body = b"".join(chunks)
         return replaying({"type": "http.request", "body": body, "more_body": False}, receive)
+
+
+def _headed_send(send: Send, headed: Callable[[Message], Message]) -> Send:
+    """A send that passes each response start through `headed` (adds the edge's headers)."""
+
+    async def send_headed(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message = headed(message)
+        await send(message)
+
+    return send_headed
 
 
 def _without_body(send: Send) -> Send:
