@@ -47,7 +47,7 @@ def _request_garbage() -> list[object]:
     holding the edge's charge) or the charge itself."""
     gc.set_debug(gc.DEBUG_SAVEALL)
     gc.collect()
-    found = [
+    found: list[object] = [
         o for o in gc.garbage if isinstance(o, Charge) or (isinstance(o, dict) and CHARGE_KEY in o)
     ]
     gc.set_debug(0)
