@@ -1,4 +1,5 @@
-"""The request id, carried in a context variable so log lines can name it."""
+"""What log lines and the access log know of the request being served: its id (a context
+variable, set by the edge) and who sent it (its `Exchange`, filled in by authentication)."""
 
 from __future__ import annotations
 
@@ -33,3 +34,28 @@ def request_id() -> str:
 def set_request_id(value: str) -> None:
     """Set the current request's id (done once, by the edge middleware)."""
     _request_id.set(value)
+
+
+# Scope key of the request's `Exchange` (set by the access layer, when it is on).
+EXCHANGE_KEY = "taskapi.exchange"
+
+
+class Exchange:
+    """One request as the access layer records it; authentication fills in the user.
+
+    In the scope rather than a context variable: setting one costs more than the rest of
+    the access layer's bookkeeping, and the scope reaches both request paths (the edge's
+    copies of the scope keep the same object).
+    """
+
+    __slots__ = ("done", "started", "status", "user_id")
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        """When it arrived (`time.perf_counter`)."""
+        self.status = 500
+        """The response's status; 500, what the server answers, until the app starts one."""
+        self.user_id: str | None = None
+        """The verified token's `sub`."""
+        self.done = False
+        """Recorded (the access layer records each request once)."""
