@@ -250,7 +250,10 @@ class Metrics:
             ),
             gauge("taskapi_db_pool_waiting_requests", "Requests waiting for a connection."),
             gauge("taskapi_db_pool_connections_open", "Database connections open."),
-            gauge("taskapi_db_pool_size", "The most connections the pools open (DB_POOL_SIZE)."),
+            gauge(
+                "taskapi_db_pool_size",
+                "The most connections the pools open (DB_POOL_SIZE, or the adaptive size).",
+            ),
         )
 
     # --- exposition -----------------------------------------------------------------------

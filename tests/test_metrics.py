@@ -361,6 +361,19 @@ async def test_pool_connections_in_use_and_waiters(pg_app: ServiceApp) -> None:
     assert sample(idle, "taskapi_db_pool_connections_open") == 2
 
 
+async def test_the_pool_size_gauge_follows_the_pool(pg_app: ServiceApp) -> None:
+    """The adaptive pool (DB_POOL_SIZE unset) resizes itself: the gauge is the pool's size
+    now, not the setting."""
+    assert pg_app.services is not None
+    database = pg_app.services.db
+    assert isinstance(database, PostgresDatabase)
+    database._slots.resize(17)
+    transport = httpx.ASGITransport(app=pg_app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        samples = await scrape(client)
+    assert sample(samples, "taskapi_db_pool_size") == 17
+
+
 # --- two real workers ----------------------------------------------------------------------
 
 

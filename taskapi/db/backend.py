@@ -37,7 +37,7 @@ class PoolUsage(NamedTuple):
     open: int
     """Connections open, in use or idle."""
     size: int
-    """The most connections the pool opens (`DB_POOL_SIZE`)."""
+    """The most connections the pool opens now (`DB_POOL_SIZE`, or the adaptive size)."""
 
 
 class Database(Protocol):

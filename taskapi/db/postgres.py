@@ -389,9 +389,7 @@ class PostgresDatabase:
 
     def pool_usage(self) -> PoolUsage:
         slots = self._slots
-        return PoolUsage(
-            slots.held(), slots.waiting(), len(self._generations), self._settings.db_pool_size
-        )
+        return PoolUsage(slots.held(), slots.waiting(), len(self._generations), slots.size)
 
     def replace_connections_for_tests(self) -> None:
         """Replace every connection on its next use, as after a server restart."""
