@@ -244,6 +244,11 @@ async def test_rate_limit_refusals_are_counted(client: httpx.AsyncClient) -> Non
         refused["anonymous"] += response.status_code == 429
     assert refused["user"] >= 1, refused
     assert refused["anonymous"] >= 1, refused
+    # A scrape without the token is charged to the address, which is over its limit now...
+    unauthorized = await client.get("/metrics")
+    assert unauthorized.status_code == 429, unauthorized.text
+    refused["anonymous"] += 1
+    # ...and one with it is not charged at all: it is answered.
     samples = await scrape(client)
     for policy in ("user", "anonymous"):
         counted = sample(samples, "taskapi_rate_limit_refusals_total", policy=policy)
