@@ -129,6 +129,7 @@ def _lifespan(settings: Settings, recorder: Recorder | None, metrics: Metrics | 
         sync = SyncPolicy(
             idempotency_ttl=timedelta(hours=settings.idempotency_ttl_hours),
             tombstone_retention=timedelta(days=settings.tombstone_retention_days),
+            events=events,
         )
         try:
             if metrics is not None:

@@ -1,18 +1,19 @@
 """Prometheus metrics (prometheus-client): requests, latency, the database pool, rate-limit
-refusals and JWKS fetches, served at `GET /metrics` behind `METRICS_TOKEN` or on
-`METRICS_PORT`.
+refusals, JWKS fetches, idempotency replays and the change feed's answers, served at
+`GET /metrics` behind `METRICS_TOKEN` or on `METRICS_PORT`.
 
 Correct under several worker processes in prometheus-client's multiprocess mode: with
 `PROMETHEUS_MULTIPROC_DIR` set, each worker writes its values to files there and a scrape,
 whichever worker answers it, sums them all.
 
-A request costs a few dictionary and integer operations (`record`): its counts are held
-in the worker and added to prometheus-client's values by `flush`, which the access layer
-calls whenever the worker has no request in flight, and every second, and a scrape calls
-first. A value written in multiprocess mode costs a lock, a `getpid` system call and a
-write to a memory map, three per request if written at once; under load one flush carries
-many requests. A scrape therefore sees every request a worker finished while idle, and
-under load each worker's counts of at most the last second ago.
+A request costs a few dictionary and integer operations (`record`, and for a replay or a
+feed request its event): its counts are held in the worker and added to prometheus-client's
+values by `flush`, which the access layer calls whenever the worker has no request in
+flight, and every second, and a scrape calls first. A value written in multiprocess mode
+costs a lock, a `getpid` system call and a write to a memory map, three per request if
+written at once; under load one flush carries many requests. A scrape therefore sees every
+request a worker finished while idle, and under load each worker's counts of at most the
+last second ago.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from starlette.responses import Response
 from taskapi.config import ConfigError, Settings
 from taskapi.db import Database
 from taskapi.errors import InvalidTokenError, MissingTokenError
-from taskapi.events import JWKSOutcome
+from taskapi.events import FEED_OUTCOMES, FeedOutcome, JWKSOutcome
 
 logger = logging.getLogger("taskapi.metrics")
 
@@ -167,10 +168,26 @@ class Metrics:
             ["outcome"],
             registry=registry,
         )
+        self._replays = Counter(
+            "taskapi_idempotency_replays",
+            "Creates answered with an Idempotency-Key's stored answer (Idempotent-Replayed).",
+            registry=registry,
+        )
+        feed = Counter(
+            "taskapi_feed_requests",
+            "Change-feed requests by outcome: full (no sync token), changes, unchanged "
+            "(nothing new since the token), expired (410).",
+            ["outcome"],
+            registry=registry,
+        )
         for policy in ("user", "anonymous"):
             self._rate_limited.labels(policy)
         for outcome in ("success", "failure"):
             self._jwks_fetches.labels(outcome)
+        self._feed = {outcome: feed.labels(outcome) for outcome in FEED_OUTCOMES}
+        # Events as frequent as requests, held until `flush` as requests are.
+        self._held_replays = 0
+        self._held_feed: dict[FeedOutcome, int] = {}
         self._pool: tuple[Gauge, Gauge, Gauge, Gauge] | None = None
         self._database: Database | None = None
         self._held: dict[tuple[str, str, int], _Held] = {}
@@ -193,8 +210,15 @@ class Metrics:
         held.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
 
     def flush(self) -> None:
-        """Add the requests held to prometheus-client's values (the files, with several
-        workers)."""
+        """Add the requests and events held to prometheus-client's values (the files, with
+        several workers)."""
+        if self._held_replays:
+            replays, self._held_replays = self._held_replays, 0
+            self._replays.inc(replays)
+        if self._held_feed:
+            feed, self._held_feed = self._held_feed, {}
+            for outcome, count in feed.items():
+                self._feed[outcome].inc(count)
         if not self._held:
             return
         held, self._held = self._held, {}
@@ -217,6 +241,13 @@ class Metrics:
 
     def jwks_fetched(self, outcome: JWKSOutcome) -> None:
         self._jwks_fetches.labels(outcome).inc()
+
+    def idempotency_replayed(self) -> None:
+        self._held_replays += 1
+
+    def feed_requested(self, outcome: FeedOutcome) -> None:
+        held = self._held_feed
+        held[outcome] = held.get(outcome, 0) + 1
 
     # --- the database pool ----------------------------------------------------------------
 

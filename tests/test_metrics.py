@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,7 +28,9 @@ from taskapi.app import ServiceApp, create_app
 from taskapi.auth.jwks import JWKSCache
 from taskapi.config import ConfigError, Settings, load_settings
 from taskapi.db.postgres import PostgresDatabase
+from taskapi.events import FEED_OUTCOMES
 from taskapi.metrics import LATENCY_BUCKETS, Metrics, _AddableHistogram
+from taskapi.tasks.contract import SyncToken
 from tests.conftest import make_settings
 from tests.support import databases
 from tests.support.pgcluster import free_port
@@ -36,6 +39,7 @@ from tests.support.uvicorn import ROOT, Uvicorn
 
 TASKS = "/api/v1/tasks"
 ONE = TASKS + "/{task_id}"
+FEED = TASKS + "/changes"
 METRICS_TOKEN = "metrics-token-" + "0123456789abcdef" * 2
 SCRAPER = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 REQUESTS = "taskapi_http_requests"
@@ -253,6 +257,43 @@ async def test_rate_limit_refusals_are_counted(client: httpx.AsyncClient) -> Non
     for policy in ("user", "anonymous"):
         counted = sample(samples, "taskapi_rate_limit_refusals_total", policy=policy)
         assert counted == refused[policy], policy
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [
+        {"metrics_enabled": True, "metrics_token": METRICS_TOKEN, "tasks_fast_path": fast}
+        for fast in (True, False)
+    ],
+    ids=["fast path", "FastAPI"],
+)
+async def test_replays_and_the_feeds_answers_are_counted(client: httpx.AsyncClient) -> None:
+    alice = auth("alice")
+    keyed = {**alice, "Idempotency-Key": "metrics-key-1"}
+    first = await client.post(TASKS, json={"title": "once"}, headers=keyed)
+    assert first.status_code == 201, first.text
+    assert "idempotent-replayed" not in first.headers
+    for _ in range(2):
+        again = await client.post(TASKS, json={"title": "once"}, headers=keyed)
+        assert again.status_code == 201, again.text
+        assert again.headers["idempotent-replayed"] == "true"
+
+    full = await client.get(FEED, headers=alice)  # a first sync: every task
+    assert full.status_code == 200, full.text
+    since = full.json()["next"]
+    unchanged = await client.get(FEED, params={"since": since}, headers=alice)
+    assert unchanged.json()["changes"] == [], unchanged.text
+    assert (await client.post(TASKS, json={"title": "new"}, headers=alice)).status_code == 201
+    changed = await client.get(FEED, params={"since": since}, headers=alice)
+    assert len(changed.json()["changes"]) == 1, changed.text
+    old = SyncToken(0, 0, int(time.time()) - 31 * 86_400).encode("alice")  # retention: 30 days
+    expired = await client.get(FEED, params={"since": old}, headers=alice)
+    assert expired.status_code == 410, expired.text
+
+    samples = await scrape(client)
+    assert sample(samples, "taskapi_idempotency_replays_total") == 2
+    feed = {o: sample(samples, "taskapi_feed_requests_total", outcome=o) for o in FEED_OUTCOMES}
+    assert feed == {"full": 1, "changes": 1, "unchanged": 1, "expired": 1}
 
 
 async def test_jwks_fetches_and_failures_are_counted() -> None:
