@@ -12,7 +12,9 @@ from taskapi.tasks import operations
 __all__ = ["app"]
 
 
-async def _update_fails(work: Any, owner_id: str, task_id: int, data: Any, *rest: Any) -> Any:
+async def _update_fails(
+    work: Any, owner_id: str, task_id: int, data: Any, if_match: Any = None
+) -> Any:
     raise RuntimeError(f"invalid input for query argument $3: {data.title!r}")
 
 
