@@ -90,11 +90,18 @@ class Recorder:
         self.in_flight = 0
 
     def finish(
-        self, route: str, method: str, status: int, seconds: float, user_id: str | None
+        self,
+        route: str,
+        method: str,
+        status: int,
+        seconds: float,
+        user_id: str | None,
+        rid: str | None = None,
     ) -> None:
+        """One request, recorded; `rid`: its id if not the one the edge set."""
         self.in_flight -= 1
         if self.log is not None:
-            self.log.add(request_id(), method, route, status, seconds, user_id)
+            self.log.add(rid or request_id(), method, route, status, seconds, user_id)
         if self.metrics is not None:
             self.metrics.record(
                 route, method if method in _METHODS else OTHER_METHOD, status, seconds
@@ -150,10 +157,12 @@ class AccessMiddleware:
         if exchange.done:
             return
         exchange.done = True
+        status, rid = exchange.server_answer or (exchange.status, None)
         self.recorder.finish(
             self.routes(scope["path"]),
             scope["method"],
-            exchange.status,
+            status,
             perf_counter() - exchange.started,
             exchange.user_id,
+            rid,
         )

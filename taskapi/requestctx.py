@@ -3,6 +3,7 @@ variable, set by the edge) and who sent it (its `Exchange`, filled in by authent
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from contextvars import ContextVar
 
 # Scope key of a list the app may append (name, value) header pairs to; the edge middleware
@@ -48,7 +49,7 @@ class Exchange:
     copies of the scope keep the same object).
     """
 
-    __slots__ = ("done", "started", "status", "user_id")
+    __slots__ = ("done", "server_answer", "started", "status", "user_id")
 
     def __init__(self, started: float) -> None:
         self.started = started
@@ -59,3 +60,16 @@ class Exchange:
         """The verified token's `sub`."""
         self.done = False
         """Recorded (the access layer records each request once)."""
+        self.server_answer: tuple[int, str] | None = None
+        """The status and request id the server answered with instead of the app
+        (`answered_by_server`)."""
+
+
+def answered_by_server(scope: Mapping[str, object], status: int, request_id: str) -> None:
+    """The server answered the request of `scope` with `status` and `X-Request-ID:
+    request_id` while the app was still reading its body (the service's HTTP protocol, past
+    BODY_TIMEOUT_SECONDS): the access record says so, whatever the app then answers the
+    disconnect it reads (nobody receives that)."""
+    exchange = scope.get(EXCHANGE_KEY)
+    if isinstance(exchange, Exchange):
+        exchange.server_answer = (status, request_id)

@@ -4,6 +4,7 @@ raw path) in any line, even through an unexpected error."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -21,7 +22,9 @@ from taskapi.config import Settings
 from taskapi.logs import JSONFormatter, TextFormatter
 from taskapi.requestctx import set_request_id
 from tests.conftest import make_settings
+from tests.faults._support import ServiceProcess
 from tests.support import databases
+from tests.support.rawhttp import exchange, readme_production_command
 from tests.support.tokens import TEST_SECRET, make_token
 from tests.support.uvicorn import Uvicorn
 
@@ -275,3 +278,54 @@ def test_every_line_is_json_and_none_holds_what_a_client_sent(tmp_path: Path) ->
     written = "\n".join(server.lines)
     leaked = [name for name, value in markers.items() if value in written]
     assert leaked == [], f"written to the log: {leaked}"
+
+
+def test_the_production_command_writes_json_and_its_protocols_408_is_the_access_lines_status(
+    tmp_path: Path,
+) -> None:
+    """The README's production command (the service's HTTP protocol, --log-config): every
+    line JSON, uvicorn's included; a request whose body comes too late is answered 408 by
+    the protocol while the app waits for the body, and its access line says 408, not what
+    the app then answers the disconnect it reads (which no client receives)."""
+    process = ServiceProcess(
+        {
+            "ENVIRONMENT": "production",
+            "JWT_SECRET": TEST_SECRET,
+            "SQLITE_PATH": str(tmp_path / "logs.db"),
+            "DATABASE_URL": "",
+            "JWKS_URL": "",
+            "REDIS_URL": "",
+            "CORS_ORIGINS": "http://localhost:3000",
+            "LOG_LEVEL": "INFO",
+            "LOG_FORMAT": "",
+            "METRICS_ENABLED": "false",
+            "HEADER_TIMEOUT_SECONDS": "2",
+            "BODY_TIMEOUT_SECONDS": "2",
+        }
+    )
+    process.command = readme_production_command(process.port)
+    assert "--log-config" in process.command
+    process.start(timeout=60)
+    try:
+        process.wait_for_line("Uvicorn running on", timeout=30)
+        body = b'{"title": "never finished"}'
+        head = (
+            "POST /api/v1/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {make_token('late-user')}\r\nX-Request-ID: late-body\r\n"
+            f"Content-Length: {len(body) + 10}\r\n\r\n"
+        ).encode()
+        response, closed = asyncio.run(exchange(process.port, head + body, within=15))
+        assert closed
+        assert response is not None, "closed without an answer"
+        assert (response.status, response.json()["code"]) == (408, "REQUEST_TIMEOUT")
+        answered_id = response.header("x-request-id")
+        assert answered_id
+        line = process.wait_for_line(f'"request_id":"{answered_id}","method"', timeout=30)
+        entry = json.loads(line)
+        assert entry["logger"] == "taskapi.access", entry
+        assert (entry["method"], entry["route"], entry["status"]) == ("POST", TASKS, 408)
+        assert "user_id" not in entry  # the edge reads the body before anything checks the token
+    finally:
+        process.stop()
+    for line in process.lines:  # uvicorn's own lines too
+        assert isinstance(json.loads(line), dict), line
