@@ -21,7 +21,14 @@ from bench.profiling import profile, soak
 from bench.report import print_against_floor, print_headline, print_table, print_worker_rss
 from bench.scale import run_scale
 from bench.seeding import seed_via_api, write_cold_tokens, write_sync_clients, write_tokens
-from bench.servers import Server, server_env, start_all, uvicorn_command
+from bench.servers import (
+    Server,
+    metrics_enabled,
+    observability,
+    server_env,
+    start_all,
+    uvicorn_command,
+)
 from bench.workloads import run_workloads, sweep_service
 from bench.wrk import WrkResult
 
@@ -51,6 +58,16 @@ def _print_header(opts: Options) -> None:
         f"server flags (all servers): uvicorn {' '.join(SERVER_FLAGS)} --workers 1; "
         f"wrk -t1 -c32 -d{opts.duration:g}s --latency --timeout 5s"
     )
+    print(f"service: {observability(server_env(opts, opts.db))}")
+
+
+def _print_scrape(service: Server) -> None:
+    """With metrics on: one scrape after the workloads, so a run says they were counted."""
+    if not metrics_enabled(service.env):
+        return
+    counted = service.scrape_requests()
+    found = "no scrape (METRICS_PORT, or it failed)" if counted is None else f"{counted:,.0f}"
+    print(f"service /metrics after workloads: taskapi_http_requests_total {found}")
 
 
 def _cold_count(opts: Options) -> int:
@@ -141,6 +158,7 @@ def _run_service(opts: Options) -> None:
     print_headline(rows, rq, rl)
     print_against_floor(rows, floor_rows)
     print_worker_rss(service)
+    _print_scrape(service)
 
     if opts.prod:
         service.stop()  # leave the CPUs to the production instance

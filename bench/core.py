@@ -17,6 +17,9 @@ LUA = BENCH / "lua"
 VENV_BIN = Path(sys.executable).parent
 
 JWT_SECRET = "bench-secret-0123456789abcdef0123456789abcdef"  # >= 32 chars, bench only
+# The scrape token of a service run with METRICS_ENABLED=true (and no METRICS_TOKEN or
+# METRICS_PORT of its own): production refuses shorter ones. Bench only.
+METRICS_TOKEN = "bench-metrics-0123456789abcdef0123456789abcdef"
 API = "/api/v1/tasks"
 SERVER_FLAGS = ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
 

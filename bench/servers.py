@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import http.client
 import os
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.core import JWT_SECRET, LOGS, ROOT, SERVER_FLAGS, VENV_BIN, log
+from bench.core import DATA, JWT_SECRET, LOGS, METRICS_TOKEN, ROOT, SERVER_FLAGS, VENV_BIN, log
 from bench.options import Options
 from bench.processes import children, cmdline, descendants, free_port, kill_group, spawn
 
@@ -31,6 +32,56 @@ def server_env(opts: Options, db: str) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         **dict(opts.env),
     }
+
+
+_TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
+
+
+def _flag(env: dict[str, str], name: str, default: bool) -> bool:
+    """A boolean setting as the service reads it (pydantic's words for true)."""
+    value = env.get(name)
+    return default if value is None or not value.strip() else value.strip().lower() in _TRUE
+
+
+def metrics_enabled(env: dict[str, str]) -> bool:
+    return _flag(env, "METRICS_ENABLED", False)
+
+
+def observability(env: dict[str, str]) -> str:
+    """What the service writes and counts with `env`: its log format, access log, metrics."""
+    production = env.get("ENVIRONMENT", "development").lower() in ("production", "staging")
+    log_format = env.get("LOG_FORMAT") or ("json" if production else "text")
+    level = env.get("LOG_LEVEL", "INFO").upper()
+    access = _flag(env, "ACCESS_LOG", True) and level in ("DEBUG", "INFO", "NOTSET")
+    if metrics_enabled(env):
+        where = f"port {env['METRICS_PORT']}" if env.get("METRICS_PORT") else "/metrics"
+        multiprocess = env.get("PROMETHEUS_MULTIPROC_DIR") or "a fresh directory per server start"
+        metrics = f"on ({where}; PROMETHEUS_MULTIPROC_DIR {multiprocess})"
+    else:
+        metrics = "off"
+    return (
+        f"logs {log_format} (LOG_LEVEL {level}), access log {'on' if access else 'off'}, "
+        f"metrics {metrics}"
+    )
+
+
+def _with_metrics(name: str, env: dict[str, str]) -> dict[str, str]:
+    """With METRICS_ENABLED=true: the bench's METRICS_TOKEN unless a token or port is given
+    (the service refuses to start without one), and PROMETHEUS_MULTIPROC_DIR unless given: a
+    new empty directory for each start of each server, so that the metrics run in
+    prometheus-client's multiprocess mode, as in production with several workers (values in
+    memory-mapped files), and no run counts another's."""
+    if not metrics_enabled(env):
+        return env
+    env = dict(env)
+    if not env.get("METRICS_TOKEN") and not env.get("METRICS_PORT"):
+        env["METRICS_TOKEN"] = METRICS_TOKEN
+    if not env.get("PROMETHEUS_MULTIPROC_DIR"):
+        directory = DATA / "metrics" / name
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    return env
 
 
 def uvicorn_command(app: str, workers: int, port: str) -> list[str]:
@@ -78,7 +129,7 @@ class Server:
         self.proc = spawn(
             cmd,
             cwd=ROOT,
-            env={**os.environ, **self.env},
+            env={**os.environ, **_with_metrics(self.name, self.env)},
             stdout=fh,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -106,6 +157,28 @@ class Server:
             time.sleep(interval)
         raise RuntimeError(
             f"{self.name} not ready after {attempts} attempts; log tail:\n{self.log_tail()}"
+        )
+
+    def scrape_requests(self) -> float | None:
+        """The sum of `taskapi_http_requests_total` in a scrape of its /metrics (METRICS_TOKEN
+        on its own port), or None if metrics are off or the scrape fails."""
+        if not metrics_enabled(self.env) or self.env.get("METRICS_PORT"):
+            return None
+        token = self.env.get("METRICS_TOKEN") or METRICS_TOKEN
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            c.request("GET", "/metrics", headers={"Authorization": f"Bearer {token}"})
+            r = c.getresponse()
+            text = r.read().decode()
+            c.close()
+        except OSError:
+            return None
+        if r.status != 200:
+            return None
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("taskapi_http_requests_total{")
         )
 
     def log_tail(self, n: int = 30) -> str:

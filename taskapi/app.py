@@ -9,7 +9,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, TextIO
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from taskapi import __version__
+from taskapi.access import AccessMiddleware, Recorder, RouteTemplates
 from taskapi.auth.dependencies import Authenticator
 from taskapi.auth.jwks import JWKSCache
 from taskapi.auth.tokens import TokenVerifier
@@ -26,7 +27,10 @@ from taskapi.config import Settings, load_settings
 from taskapi.db import Database, open_database
 from taskapi.docs import HTML_PAGES, install_docs
 from taskapi.errors import error_response, install_error_handlers
+from taskapi.events import NO_EVENTS, Events
 from taskapi.health import router as health_router
+from taskapi.logs import AccessLog, access_log_enabled, configure_logging
+from taskapi.metrics import Metrics, MetricsServer, metrics_router
 from taskapi.middleware import EdgeMiddleware
 from taskapi.ratelimit import RateLimits, build_rate_limits
 from taskapi.requestctx import RESPONSE_HEADERS_KEY
@@ -98,24 +102,55 @@ def _tune_garbage_collector() -> None:
     gc.set_threshold(max(GC_GEN0_THRESHOLD, gc.get_threshold()[0]), gen1, gen2)
 
 
-def _lifespan(settings: Settings) -> Any:
+RECORDS_FLUSH_SECONDS = 1.0
+
+
+async def _flush_every_second(recorder: Recorder | None, metrics: Metrics | None) -> None:
+    """Under continuous load a worker is never idle: write its records out anyway."""
+    while True:
+        await asyncio.sleep(RECORDS_FLUSH_SECONDS)
+        if recorder is not None:
+            recorder.flush()
+        if metrics is not None:
+            metrics.sample()
+
+
+def _lifespan(settings: Settings, recorder: Recorder | None, metrics: Metrics | None) -> Any:
+    events: Events = metrics if metrics is not None else NO_EVENTS
+
     @asynccontextmanager
     async def lifespan(app: ServiceApp) -> AsyncIterator[None]:
         database: Database = await open_database(settings)
         jwks: JWKSCache | None = None
         limits: RateLimits | None = None
         purger: asyncio.Task[None] | None = None
+        metrics_server: MetricsServer | None = None
+        flusher: asyncio.Task[None] | None = None
         sync = SyncPolicy(
             idempotency_ttl=timedelta(hours=settings.idempotency_ttl_hours),
             tombstone_retention=timedelta(days=settings.tombstone_retention_days),
+            events=events,
         )
         try:
+            if metrics is not None:
+                metrics.watch(database)
+                if settings.metrics_port is not None:
+                    metrics_server = MetricsServer(
+                        metrics,
+                        settings.metrics_host,
+                        settings.metrics_port,
+                        settings.metrics_token,
+                    )
+                    await metrics_server.start()
+            if recorder is not None or metrics is not None:
+                flusher = asyncio.create_task(_flush_every_second(recorder, metrics))
             if settings.jwks_url:
                 jwks = JWKSCache(
                     settings.jwks_url,
                     ttl=settings.jwks_cache_seconds,
                     refetch_cooldown=settings.jwks_refetch_cooldown_seconds,
                     fetch_timeout=settings.jwks_fetch_timeout_seconds,
+                    events=events,
                 )
                 await jwks.start()
             limits = build_rate_limits(
@@ -124,6 +159,7 @@ def _lifespan(settings: Settings) -> Any:
                 settings.rate_limit_burst,
                 settings.rate_limit_anonymous_per_minute,
                 settings.redis_url,
+                events,
             )
             app.services = Services(
                 settings=settings,
@@ -148,6 +184,16 @@ def _lifespan(settings: Settings) -> Any:
                 with contextlib.suppress(asyncio.CancelledError):
                     await purger
             app.services = None
+            if flusher is not None:
+                flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await flusher
+            if metrics_server is not None:
+                await metrics_server.close()
+            if recorder is not None:
+                recorder.flush()
+            if metrics is not None:
+                metrics.close()
             if limits is not None:
                 await limits.aclose()
             if jwks is not None:
@@ -160,10 +206,11 @@ def _lifespan(settings: Settings) -> Any:
 class ServiceApp(FastAPI):
     """FastAPI, inside the service's own pure ASGI layers rather than around them.
 
-    Every request passes the edge (request id, size bounds, security headers) and CORS,
-    then the tasks fast path; only what the fast path does not take enters FastAPI's
-    stack (error middleware, routing, dependency injection), so a fast-path request runs
-    no framework code at all. Errors FastAPI renders still leave through the edge.
+    Every request passes the access layer (when the access log or metrics are on), the
+    edge (request id, size bounds, security headers) and CORS, then the tasks fast path;
+    only what the fast path does not take enters FastAPI's stack (error middleware,
+    routing, dependency injection), so a fast-path request runs no framework code at all.
+    Errors FastAPI renders still leave through the edge.
     """
 
     services: Services | None
@@ -176,7 +223,7 @@ class ServiceApp(FastAPI):
         self,
         *,
         settings: Settings,
-        outer_layers: Callable[[ASGIApp], ASGIApp],
+        outer_layers: Callable[[ServiceApp, ASGIApp], ASGIApp],
         **kwargs: Any,
     ) -> None:
         self.settings = settings
@@ -185,7 +232,7 @@ class ServiceApp(FastAPI):
         super().__init__(**kwargs)
 
     def build_middleware_stack(self) -> ASGIApp:
-        return self._outer_layers(super().build_middleware_stack())
+        return self._outer_layers(self, super().build_middleware_stack())
 
 
 def _install_openapi(app: FastAPI) -> None:
@@ -230,10 +277,12 @@ def _link_created_tasks(schema: dict[str, Any]) -> None:
     created["links"] = links
 
 
-def _outer_layers(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
+def _outer_layers(
+    settings: Settings, recorder: Recorder | None
+) -> Callable[[ServiceApp, ASGIApp], ASGIApp]:
     """The service's own layers around FastAPI, outermost last."""
 
-    def wrap(framework: ASGIApp) -> ASGIApp:
+    def wrap(app: ServiceApp, framework: ASGIApp) -> ASGIApp:
         layers: ASGIApp = framework
         if settings.tasks_fast_path and not settings.telemetry_enabled:
             layers = TasksFastPath(layers)
@@ -252,30 +301,38 @@ def _outer_layers(settings: Settings) -> Callable[[ASGIApp], ASGIApp]:
             expose_headers=EXPOSED_HEADERS,
             max_age=600,
         )
-        return EdgeMiddleware(
+        layers = EdgeMiddleware(
             layers,
             max_body_bytes=settings.max_body_bytes,
             html_paths=HTML_PAGES,
         )
+        if recorder is not None:
+            layers = AccessMiddleware(layers, recorder, RouteTemplates(app.routes))
+        return layers
 
     return wrap
 
 
-def create_app(settings: Settings | None = None) -> ServiceApp:
-    """Build the service; settings default to the environment and `.env`."""
+def create_app(settings: Settings | None = None, log_stream: TextIO | None = None) -> ServiceApp:
+    """Build the service; settings default to the environment and `.env`, log lines go to
+    standard error unless `log_stream` is given."""
     settings = settings or load_settings()
     settings.require_verification_key()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    log_handler = configure_logging(settings, log_stream)
+    metrics = Metrics.from_settings(settings) if settings.metrics_enabled else None
+    access_log = (
+        AccessLog(log_handler, settings.resolved_log_format)
+        if access_log_enabled(settings)
+        else None
     )
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its start-up chatter
+    recorder = Recorder(access_log, metrics) if access_log or metrics else None
     app = ServiceApp(
         settings=settings,
-        outer_layers=_outer_layers(settings),
+        outer_layers=_outer_layers(settings, recorder),
         title="Task Management API",
         version=__version__,
         description=DESCRIPTION,
-        lifespan=_lifespan(settings),
+        lifespan=_lifespan(settings, recorder, metrics),
         # FastAPI's pages load their assets from a CDN: taskapi.docs serves its own instead.
         docs_url=None,
         redoc_url=None,
@@ -292,5 +349,7 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     app.include_router(health_router)
     app.include_router(tasks_router)
     install_docs(app)
+    if metrics is not None and settings.metrics_port is None:
+        app.include_router(metrics_router(metrics, settings.metrics_token))
     _install_openapi(app)
     return app

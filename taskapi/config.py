@@ -100,6 +100,21 @@ class Settings(BaseSettings):
     redis_url: str | None = None
 
     log_level: str = "INFO"
+    # json: one JSON object per line; text: readable lines. Unset: json in production and
+    # staging, text elsewhere (`resolved_log_format`).
+    log_format: Literal["json", "text"] | None = None
+    # The service's own access log: one line per request (uvicorn's is always silenced).
+    access_log: bool = True
+
+    # Prometheus metrics at GET /metrics: off unless enabled, and then only with a bearer
+    # token or on a separate port (never public by accident; see `_check_safety`).
+    metrics_enabled: bool = False
+    metrics_token: SecretStr | None = None
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
+    # prometheus-client's own variable: the directory all worker processes share their
+    # counts through (it reads it from the process environment when imported).
+    prometheus_multiproc_dir: str | None = None
     # FastAPI's built-in OpenTelemetry instrumentation (needs an OTel SDK configured). Off
     # by default: even unconfigured it costs a few percent of every request.
     telemetry_enabled: bool = False
@@ -137,6 +152,10 @@ class Settings(BaseSettings):
         "jwt_audience",
         "redis_url",
         "database_url",
+        "metrics_token",
+        "metrics_port",
+        "log_format",
+        "prometheus_multiproc_dir",
         mode="before",
     )
     @classmethod
@@ -171,11 +190,25 @@ class Settings(BaseSettings):
                     f"JWT_SECRET is too short for ENVIRONMENT={self.environment}: "
                     f"use at least {MIN_SECRET_LENGTH} random characters (`openssl rand -hex 32`)."
                 )
+            if self.metrics_enabled and self.metrics_token is not None:
+                token = self.metrics_token.get_secret_value()
+                if len(token) < MIN_SECRET_LENGTH or token in PLACEHOLDER_SECRETS:
+                    raise ConfigError(
+                        f"METRICS_TOKEN is too short or a placeholder for "
+                        f"ENVIRONMENT={self.environment}: use at least {MIN_SECRET_LENGTH} "
+                        "random characters (`openssl rand -hex 32`)."
+                    )
             if any(origin.strip() == "*" for origin in self.cors_origins):
                 raise ConfigError(
                     "CORS_ORIGINS contains '*', which is refused in production: list the exact "
                     'frontend origins, e.g. CORS_ORIGINS=["https://app.example.com"].'
                 )
+        if self.metrics_enabled and self.metrics_token is None and self.metrics_port is None:
+            raise ConfigError(
+                "METRICS_ENABLED=true needs METRICS_TOKEN (a bearer token the scraper sends) "
+                "or METRICS_PORT (a separate port that serves only /metrics), so that /metrics "
+                "is never public by accident: set one of them, or METRICS_ENABLED=false."
+            )
         return self
 
     def require_verification_key(self) -> None:
@@ -189,6 +222,13 @@ class Settings(BaseSettings):
                 "Better Auth's /api/auth/jwks endpoint. For local development, `make run` writes "
                 "a random JWT_SECRET into .env (and `make token` signs with it)."
             )
+
+    @property
+    def resolved_log_format(self) -> Literal["json", "text"]:
+        """LOG_FORMAT, else json in production and staging and text elsewhere."""
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.is_production else "text"
 
     @property
     def is_production(self) -> bool:

@@ -40,9 +40,10 @@ def new_request_id() -> str:
     return f"{getrandbits(128):032x}"
 
 
-# Never charged: liveness probes (a load balancer's, every few seconds) and successful CORS
-# preflights (a browser sends one per URL it writes to); both cost no database work.
-_UNCHARGED_PATHS = frozenset({"/health"})
+# Never charged: liveness probes (a load balancer's, every few seconds), successful metrics
+# scrapes (only with METRICS_TOKEN: a refused one is charged) and successful CORS preflights
+# (a browser sends one per URL it writes to); none costs database work.
+_UNCHARGED_PATHS = frozenset({"/health", "/metrics"})
 
 
 async def _refusal(scope: Scope, status: int) -> APIError | None:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+from taskapi.events import NO_EVENTS, Events
+
 logger = logging.getLogger("taskapi.ratelimit")
 _EPSILON = 1e-9  # float slack, so a bucket of exactly `burst` is never refused early
 
@@ -160,25 +162,39 @@ class RedisRateLimiter:
 
 
 class RateLimits:
-    """The service's two policies over one limiter."""
+    """The service's two policies over one limiter; each refusal is reported to `events`."""
 
-    def __init__(self, limiter: RateLimiter, user: Policy, anonymous: Policy) -> None:
+    def __init__(
+        self, limiter: RateLimiter, user: Policy, anonymous: Policy, events: Events = NO_EVENTS
+    ) -> None:
         self.limiter = limiter
         self.user = user
         self.anonymous = anonymous
+        self.events = events
 
     async def charge_user(self, sub: str) -> Decision:
-        return await self.limiter.hit("u:" + sub, self.user)
+        decision = await self.limiter.hit("u:" + sub, self.user)
+        if not decision.allowed:
+            self.events.rate_limited(self.user.name)
+        return decision
 
     async def charge_anonymous(self, address: str) -> Decision:
-        return await self.limiter.hit("ip:" + address, self.anonymous)
+        decision = await self.limiter.hit("ip:" + address, self.anonymous)
+        if not decision.allowed:
+            self.events.rate_limited(self.anonymous.name)
+        return decision
 
     async def aclose(self) -> None:
         await self.limiter.aclose()
 
 
 def build_rate_limits(
-    enabled: bool, per_minute: int, burst: int, anonymous_per_minute: int, redis_url: str | None
+    enabled: bool,
+    per_minute: int,
+    burst: int,
+    anonymous_per_minute: int,
+    redis_url: str | None,
+    events: Events = NO_EVENTS,
 ) -> RateLimits | None:
     """Rate limits from settings: None when disabled, Redis-backed when `redis_url` is set."""
     if not enabled:
@@ -188,4 +204,5 @@ def build_rate_limits(
         limiter,
         Policy("user", per_minute, burst),
         Policy("anonymous", anonymous_per_minute, max(1, min(burst, anonymous_per_minute))),
+        events,
     )

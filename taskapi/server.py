@@ -36,6 +36,7 @@ from taskapi.app import ServiceApp
 from taskapi.config import Settings
 from taskapi.errors import error_response
 from taskapi.middleware import API_HEADERS, HSTS, MAX_URL_BYTES, new_request_id
+from taskapi.requestctx import answered_by_server
 
 logger = logging.getLogger("taskapi.server")
 
@@ -186,7 +187,8 @@ class HttpToolsProtocol(_HttpToolsProtocol):
 
         A refused head belongs to a request not yet handed to the app: it is answered only if
         every earlier request on the connection is. A refused body belongs to the current
-        request: it is answered if the app has not started its own answer.
+        request: it is answered if the app has not started its own answer, and the access
+        log and metrics record that answer rather than the app's.
         """
         if self.transport.is_closing():
             return
@@ -196,16 +198,19 @@ class HttpToolsProtocol(_HttpToolsProtocol):
         else:
             answer = cycle is not None and not cycle.response_started
         if answer:
-            self._write_error(status, code, detail)
+            request_id = new_request_id()
+            self._write_error(status, code, detail, request_id)
+            if cycle is not None and not self._head_open:
+                answered_by_server(cycle.scope, status, request_id)
         self._close()
 
-    def _write_error(self, status: int, code: str, detail: str) -> None:
+    def _write_error(self, status: int, code: str, detail: str, request_id: str) -> None:
         response = error_response(status, code, detail)
         headers = [
             *self.server_state.default_headers,
             *response.raw_headers,
             *API_HEADERS,
-            (b"x-request-id", new_request_id().encode()),
+            (b"x-request-id", request_id.encode()),
             (b"connection", b"close"),
         ]
         if self.scheme == "https":

@@ -18,7 +18,13 @@ from taskapi.errors import (
     RateLimitedError,
 )
 from taskapi.ratelimit import RateLimits
-from taskapi.requestctx import CHARGE_KEY, RESPONSE_HEADERS_KEY, Charge, request_id
+from taskapi.requestctx import (
+    CHARGE_KEY,
+    EXCHANGE_KEY,
+    RESPONSE_HEADERS_KEY,
+    Charge,
+    Exchange,
+)
 from taskapi.users.service import UserProvisioner
 
 logger = logging.getLogger("taskapi.auth")
@@ -31,11 +37,12 @@ class RequestContext(NamedTuple):
     """The first `Authorization` header, as Starlette reads it."""
     client: str
     """The client address: failed authentications are charged to it."""
-    path: str
     response_headers: list[tuple[bytes, bytes]] | None
     """Where the rate-limit headers go (the edge adds them to whatever is answered)."""
     charge: Charge | None
     """Marked once the request is charged, so the edge does not charge it again."""
+    exchange: Exchange | None
+    """Where the verified user is noted for the access log and metrics (when either is on)."""
 
     @staticmethod
     def of(scope: Scope) -> RequestContext:
@@ -48,9 +55,9 @@ class RequestContext(NamedTuple):
         return RequestContext(
             authorization,
             client[0] if client else "unknown",
-            scope["path"],
             scope.get(RESPONSE_HEADERS_KEY),
             scope.get(CHARGE_KEY),
+            scope.get(EXCHANGE_KEY),
         )
 
 
@@ -80,8 +87,9 @@ class Authenticator:
         """The request's verified identity, charged to its rate limit and provisioned in
         `work`.
 
-        A failure is logged with its code, never the token, and is charged to the client
-        address, so an unauthenticated flood is limited too.
+        A failure is logged with its code (and, as every log line, the request id), never
+        the token or the raw path, and is charged to the client address, so an
+        unauthenticated flood is limited too. A verified user is named in the access log.
         """
         limits = self._limits
         if context.charge is not None:  # settled here, limited or not: the edge leaves it be
@@ -89,17 +97,14 @@ class Authenticator:
         try:
             identity = await self._verifier.verify(bearer_token(context.authorization))
         except AuthenticationError as error:
-            logger.info(
-                "authentication failed code=%s request_id=%s path=%s",
-                error.code,
-                request_id(),
-                context.path,
-            )
+            logger.info("authentication failed code=%s", error.code)
             if limits is not None:
                 decision = await limits.charge_anonymous(context.client)
                 if not decision.allowed:
                     raise RateLimitedError(headers=decision.headers(limits.anonymous)) from None
             raise
+        if context.exchange is not None:
+            context.exchange.user_id = identity.sub
         if limits is not None:
             decision = await limits.charge_user(identity.sub)
             if not decision.allowed:

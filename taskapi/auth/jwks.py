@@ -16,6 +16,7 @@ import jwt
 from jwt.algorithms import HMACAlgorithm
 
 from taskapi.config import url_origin
+from taskapi.events import NO_EVENTS, Events
 
 logger = logging.getLogger("taskapi.auth.jwks")
 
@@ -108,6 +109,7 @@ class JWKSCache:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         max_bytes: int = MAX_JWKS_BYTES,
+        events: Events = NO_EVENTS,
     ) -> None:
         if ttl <= 0 or refetch_cooldown < 0 or fetch_timeout <= 0 or max_bytes <= 0:
             raise ValueError("ttl, fetch_timeout and max_bytes must be > 0, refetch_cooldown >= 0")
@@ -124,6 +126,7 @@ class JWKSCache:
         self._clock = clock
         self._sleep = sleep
         self._max_bytes = max_bytes
+        self._events = events
         self._by_kid: dict[str, jwt.PyJWK] = {}
         self._all: tuple[jwt.PyJWK, ...] = ()
         self._last_attempt: float | None = None
@@ -248,10 +251,12 @@ class JWKSCache:
                 exc,
                 len(self._all),
             )
+            self._events.jwks_fetched("failure")
             return False
         self._by_kid, self._all = by_kid, usable
         self._last_success = self._clock()
         self._failures = 0
+        self._events.jwks_fetched("success")
         return True
 
     async def _download(self) -> Any:

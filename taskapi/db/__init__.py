@@ -9,7 +9,7 @@
 """
 
 from taskapi.config import Settings
-from taskapi.db.backend import Connection, Database
+from taskapi.db.backend import Connection, Database, PoolUsage
 from taskapi.db.engine import create_engine
 from taskapi.db.query import Params, Query, Row
 from taskapi.db.routing import Session, UnitOfWorkRoute, get_session
@@ -22,6 +22,7 @@ __all__ = [
     "Connection",
     "Database",
     "Params",
+    "PoolUsage",
     "Query",
     "ResolvedURL",
     "Row",

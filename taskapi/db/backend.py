@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -27,6 +27,19 @@ class Connection(Protocol):
         ...
 
 
+class PoolUsage(NamedTuple):
+    """A connection pool at one moment (for metrics)."""
+
+    in_use: int
+    """Connections handed to requests (or being opened for one)."""
+    waiting: int
+    """Requests waiting for a connection."""
+    open: int
+    """Connections open, in use or idle."""
+    size: int
+    """The most connections the pool opens now (`DB_POOL_SIZE`, or the adaptive size)."""
+
+
 class Database(Protocol):
     """A backend: hands out connections whose work commits when their context exits
     normally and rolls back when it exits with an error.
@@ -39,5 +52,8 @@ class Database(Protocol):
     def session(self) -> AbstractAsyncContextManager[Connection]: ...
 
     async def ping(self) -> None: ...
+
+    def pool_usage(self) -> PoolUsage | None:
+        """The pool's state now, if the backend has a pool of its own."""
 
     async def close(self) -> None: ...

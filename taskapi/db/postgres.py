@@ -19,6 +19,7 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from taskapi.config import Settings
+from taskapi.db.backend import PoolUsage
 from taskapi.db.failures import broke_connection, is_unavailable
 from taskapi.db.query import Params, Query
 from taskapi.db.slots import Slots
@@ -385,6 +386,10 @@ class PostgresDatabase:
     def pool_stats(self) -> dict[str, int]:
         """Open and idle connections (diagnostics; the pool tests read them)."""
         return {"size": len(self._generations), "idle": len(self._idle)}
+
+    def pool_usage(self) -> PoolUsage:
+        slots = self._slots
+        return PoolUsage(slots.held(), slots.waiting(), len(self._generations), slots.size)
 
     def replace_connections_for_tests(self) -> None:
         """Replace every connection on its next use, as after a server restart."""

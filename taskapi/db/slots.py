@@ -69,6 +69,9 @@ class Slots:
     def waiting(self) -> int:
         return sum(not waiter.done() for waiter in self._waiters)
 
+    def held(self) -> int:
+        return self._size - self._free
+
 
 def _expire(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():

@@ -9,7 +9,7 @@ from typing import TypeVar
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from taskapi.db.backend import Connection
+from taskapi.db.backend import Connection, PoolUsage
 from taskapi.db.query import Params, Query
 
 R = TypeVar("R")
@@ -78,6 +78,9 @@ class SQLiteDatabase:
     async def ping(self) -> None:
         async with self.engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
+
+    def pool_usage(self) -> PoolUsage | None:
+        return None  # SQLAlchemy's pool; no metrics for the embedded default
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -22,6 +22,7 @@ from taskapi.errors import (
     SyncTokenExpiredError,
     TaskNotFoundError,
 )
+from taskapi.events import NO_EVENTS, Events
 from taskapi.tasks import queries
 from taskapi.tasks.contract import (
     EntityTags,
@@ -66,10 +67,12 @@ class ReplyResponse(Response):
 
 
 class SyncPolicy(NamedTuple):
-    """How long the sync features remember: idempotency keys, and deletions for the feed."""
+    """How long the sync features remember (idempotency keys, and deletions for the feed),
+    and whom they tell what they answered (replays and the feed's answers, for metrics)."""
 
     idempotency_ttl: timedelta
     tombstone_retention: timedelta
+    events: Events = NO_EVENTS
 
 
 def _task_reply(status: int, task: RenderedTask, *headers: Header) -> Reply:
@@ -132,6 +135,7 @@ async def create_task(
         if stored["created_at"] > now - policy.idempotency_ttl:
             if stored["request_hash"] != request_hash:
                 raise IdempotencyKeyReusedError()
+            policy.events.idempotency_replayed()
             return Reply(
                 stored["status"],
                 stored["body"],
@@ -255,6 +259,7 @@ async def task_changes(
     else:
         position = SyncToken.decode(since, owner_id)
         if position.issued < now - policy.tombstone_retention.total_seconds():
+            policy.events.feed_requested("expired")
             raise SyncTokenExpiredError()
         params.update(after_seq=position.change_seq, after_id=position.id)
         statement = queries.feed_statement(after=True, tombstones=True)
@@ -264,6 +269,7 @@ async def task_changes(
         changes = changes[:limit]
     if changes:
         position = SyncToken(changes[-1].change_seq, changes[-1].id, now)
+    policy.events.feed_requested("full" if since is None else "changes" if changes else "unchanged")
     token = position._replace(issued=now).encode(owner_id)
     body = b'{"changes":[%s],"next":"%s","more":%s}' % (
         b",".join([change.json for change in changes]),

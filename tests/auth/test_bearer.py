@@ -18,6 +18,7 @@ import pytest
 import taskapi.auth.tokens as tokens_module
 from taskapi.auth.tokens import TokenVerifier
 from taskapi.errors import InvalidTokenError, TokenExpiredError
+from taskapi.logs import JSONFormatter
 from tests.conftest import make_settings
 from tests.support.tokens import (
     BAD_REGISTERED_CLAIMS,
@@ -372,6 +373,8 @@ async def test_auth_failures_are_logged_with_code_and_request_id_never_token(
     code: str,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="taskapi.auth")
+    # The service's format, applied as each line is written: it names the request's id.
+    caplog.handler.setFormatter(JSONFormatter())
     request_id = "req-auth-log-0001"
     response = await _get(client, authorization, **{"X-Request-ID": request_id})
     assert_401(response, code)
@@ -381,7 +384,12 @@ async def test_auth_failures_are_logged_with_code_and_request_id_never_token(
     messages = [record.getMessage() for record in records]
     matching = [message for message in messages if code in message]
     assert matching, messages
-    assert any(request_id in message for message in matching), matching
+    lines = [json.loads(line) for line in caplog.text.splitlines()]
+    written = [
+        line for line in lines if line["logger"] == "taskapi.auth" and code in line["message"]
+    ]
+    assert written, lines
+    assert all(line["request_id"] == request_id for line in written), written
 
     if authorization is not None:
         secret_parts = [part for part in authorization.split(" ", 1)[-1].split(".") if part]
