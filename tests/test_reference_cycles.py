@@ -23,10 +23,15 @@ from tests.support.tokens import auth
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     # Rate limits on, with an address budget small enough that the edge's own 429 path runs.
+    # Every per-request feature on: the access log in JSON and the metrics.
     return {
         "rate_limit_enabled": True,
         "rate_limit_anonymous_per_minute": 1,
         "rate_limit_burst": 10,
+        "access_log": True,
+        "log_format": "json",
+        "metrics_enabled": True,
+        "metrics_token": "m" * 32,
     }
 
 
