@@ -86,8 +86,11 @@ class HttpToolsProtocol(_HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._deadline = self.loop.time() + self.header_timeout
-        self._watchdog = self.loop.call_at(self._deadline, self._on_watchdog)
+        now = self.loop.time()
+        self._deadline = now + self.header_timeout
+        # The first look within the shorter timeout: a body deadline set before the head's
+        # would otherwise wait for it (a 1 s body timeout enforced at the 10 s head timeout).
+        self._watchdog = self.loop.call_at(now + self._check_every, self._on_watchdog)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_watchdog()

@@ -167,6 +167,25 @@ async def test_connections_that_never_finish_are_closed(service: ServiceProcess)
     assert not [line for line in service.lines if "Traceback" in line or "ERROR" in line]
 
 
+async def test_a_body_timeout_shorter_than_the_head_timeout_holds(tmp_path: Path) -> None:
+    """The body's deadline is kept even when it is shorter than the head's: a stalled body is
+    closed at BODY_TIMEOUT_SECONDS, not at HEADER_TIMEOUT_SECONDS."""
+    body_timeout, header_timeout = TIMEOUT, 5 * TIMEOUT
+    process = start_production_service(
+        tmp_path / "service.db",
+        HEADER_TIMEOUT_SECONDS=str(header_timeout),
+        BODY_TIMEOUT_SECONDS=str(body_timeout),
+    )
+    try:
+        lived, received = await slow_client(
+            process.port, POST_HEAD + b'{"title": "', None, every=0.25
+        )
+    finally:
+        process.stop()
+    assert body_timeout - CLOCK_SLACK <= lived <= body_timeout + 2, lived
+    assert_service_error(parse_response(received), 408, "REQUEST_TIMEOUT")
+
+
 async def test_slow_but_steady_clients_are_served(service: ServiceProcess) -> None:
     """Each request on a keep-alive connection gets its own deadline: three requests, each
     sent in pieces over most of the timeout, are all answered on one connection that lives
