@@ -27,6 +27,9 @@ from taskapi.db import Database, open_database
 from taskapi.docs import HTML_PAGES, install_docs
 from taskapi.errors import error_response, install_error_handlers
 from taskapi.health import router as health_router
+from taskapi.labels.router import router as labels_router
+from taskapi.lists.router import router as lists_router
+from taskapi.me.router import router as me_router
 from taskapi.middleware import EdgeMiddleware
 from taskapi.ratelimit import RateLimits, build_rate_limits
 from taskapi.requestctx import RESPONSE_HEADERS_KEY
@@ -291,6 +294,9 @@ def create_app(settings: Settings | None = None) -> ServiceApp:
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(tasks_router)
+    app.include_router(lists_router)
+    app.include_router(me_router)
+    app.include_router(labels_router)
     install_docs(app)
     _install_openapi(app)
     return app

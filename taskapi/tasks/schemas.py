@@ -7,9 +7,24 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
-from taskapi.models import DESCRIPTION_MAX, TITLE_MAX, unstorable_reason
+from taskapi.models import (
+    DESCRIPTION_MAX,
+    LABEL_MAX,
+    LABELS_PER_TASK,
+    TITLE_MAX,
+    unstorable_reason,
+)
+
+MAX_LIST_ID = 2**63 - 1
 
 
 class Priority(StrEnum):
@@ -143,6 +158,40 @@ DueDate = Annotated[
     AfterValidator(as_utc),
 ]
 
+ListId = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=MAX_LIST_ID,
+        strict=True,
+        description="The task's list (one of the caller's); null: the inbox",
+    ),
+]
+
+Label = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=LABEL_MAX),
+    Field(description="1-50 characters once trimmed", examples=["errands"]),
+    AfterValidator(storable),
+]
+
+
+def distinct_labels(labels: list[str]) -> list[str]:
+    """A task's labels are unique without regard to case."""
+    if len({label.lower() for label in labels}) != len(labels):
+        raise ValueError("labels must be unique without regard to case")
+    return labels
+
+
+Labels = Annotated[
+    list[Label],
+    Field(
+        max_length=LABELS_PER_TASK,
+        description="At most 20 names, unique without regard to case",
+    ),
+    AfterValidator(distinct_labels),
+]
+
 
 class TaskCreate(BaseModel):
     """A new task. Read-only fields (id, user_id, timestamps) are ignored if sent."""
@@ -154,6 +203,8 @@ class TaskCreate(BaseModel):
     completed: bool = Field(default=False, strict=True)
     priority: Priority | None = None
     due_date: DueDate | None = None
+    list_id: ListId | None = None
+    labels: Labels = Field(default_factory=list)
 
 
 class TaskUpdate(BaseModel):
@@ -169,6 +220,8 @@ class TaskUpdate(BaseModel):
     completed: bool = Field(default=None, strict=True, json_schema_extra=_no_default)  # type: ignore[assignment]
     priority: Priority | None = None
     due_date: DueDate | None = None
+    list_id: ListId | None = None
+    labels: Labels | None = Field(default=None, description="The task's labels; null: none")
 
 
 # Drivers return UTC-aware values, except asyncpg at the very edge of the range
@@ -185,9 +238,14 @@ class TaskRead(BaseModel):
     completed: bool
     priority: Priority | None
     due_date: UTCDateTime | None
+    list_id: int | None = Field(description="The task's list; null: the inbox")
     user_id: str
     created_at: UTCDateTime
     updated_at: UTCDateTime
+    completed_at: UTCDateTime | None = Field(
+        description="When the task was last completed; null while it is not (read only)"
+    )
     version: int = Field(
         description="Grows on every write of the task; the `ETag` of single-task responses"
     )
+    labels: list[str] = Field(description="The task's labels, in the order they were set")

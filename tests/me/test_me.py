@@ -1,0 +1,66 @@
+"""`/api/v1/me`: the caller's profile and counts; deleting every row of the caller."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.lists.test_lists import new_list
+from tests.support.tasks import create
+from tests.support.tokens import auth
+
+ME = "/api/v1/me"
+TASKS = "/api/v1/tasks"
+ALICE = auth("alice")
+BOB = auth("bob")
+
+
+async def test_me_is_the_profile_and_counts(client: httpx.AsyncClient) -> None:
+    headers = auth("carol", email="c@example.com", name="Carol")
+    empty = (await client.get(ME, headers=headers)).json()
+    assert empty["id"] == "carol"
+    assert empty["email"] == "c@example.com"
+    assert empty["name"] == "Carol"
+    assert (empty["tasks"], empty["completed_tasks"], empty["lists"]) == (0, 0, 0)
+    await new_list(client, headers=headers)
+    await create(client, headers)
+    await create(client, headers, completed=True)
+    await create(client, BOB)
+    me = (await client.get(ME, headers=headers)).json()
+    assert (me["tasks"], me["completed_tasks"], me["lists"]) == (2, 1, 1)
+    assert set(me) == {
+        "id",
+        "email",
+        "name",
+        "avatar_url",
+        "created_at",
+        "updated_at",
+        "tasks",
+        "completed_tasks",
+        "lists",
+    }
+
+
+async def test_delete_me_deletes_every_row_and_the_next_request_starts_afresh(
+    client: httpx.AsyncClient,
+) -> None:
+    errands = await new_list(client)
+    await create(client, ALICE, list_id=errands["id"])
+    gone = await create(client, ALICE, title="to delete")
+    await client.delete(f"{TASKS}/{gone['id']}", headers=ALICE)  # a tombstone
+    key = {**ALICE, "Idempotency-Key": "k1"}
+    assert (await client.post(TASKS, json={"title": "keyed"}, headers=key)).status_code == 201
+    bobs = await create(client, BOB)
+    before = (await client.get(ME, headers=ALICE)).json()
+
+    assert (await client.delete(ME, headers=ALICE)).status_code == 204
+    again = (await client.get(ME, headers=ALICE)).json()
+    assert (again["tasks"], again["completed_tasks"], again["lists"]) == (0, 0, 0)
+    assert again["created_at"] >= before["created_at"]
+    assert (await client.get(TASKS, headers=ALICE)).json() == []
+    assert (await client.get("/api/v1/lists", headers=ALICE)).json() == []
+    assert (await client.get(f"{TASKS}/changes", headers=ALICE)).json()["changes"] == []
+    replay = await client.post(TASKS, json={"title": "keyed"}, headers=key)
+    assert replay.status_code == 201
+    assert "idempotent-replayed" not in replay.headers  # the key went with the user
+    assert (await client.get(f"{TASKS}/{bobs['id']}", headers=BOB)).json() == bobs
+    assert (await client.get(ME, headers=BOB)).json()["tasks"] == 1
