@@ -19,8 +19,10 @@ Online on a large, busy `tasks` table (PostgreSQL), as 0002:
 - `IF [NOT] EXISTS` (and a look at `pg_constraint` for the constraints) makes an attempt that
   failed half way (a lock timeout) run again; the revision moves only at the end.
 
-On SQLite a composite foreign key cannot be added to an existing table; the service checks a
-task's list in the statement that writes it.
+On SQLite a composite foreign key cannot be added to an existing table: triggers refuse a
+task whose list is not its owner's, with the foreign key's name, as PostgreSQL's key does (a
+list deleted between the service's check and its write; SQLite has one writer at a time, so
+the trigger's read is the write's).
 
 Revision ID: 0003
 Revises: 0002
@@ -56,6 +58,22 @@ FOREIGN_KEYS = {
         "FOREIGN KEY (user_id) REFERENCES users (id) ON DELETE CASCADE",
     ),
     LIST_FK: ("tasks", "FOREIGN KEY (user_id, list_id) REFERENCES lists (user_id, id) NOT VALID"),
+}
+
+
+_SQLITE_NO_LIST = (
+    "NEW.list_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM lists"
+    " WHERE lists.id = NEW.list_id AND lists.user_id = NEW.user_id)"
+)
+SQLITE_TRIGGERS = {
+    name: f"""
+        CREATE TRIGGER {name} BEFORE {event} ON tasks WHEN {_SQLITE_NO_LIST} BEGIN
+            SELECT RAISE(ABORT, '{LIST_FK}: the list is not the owner''s');
+        END"""
+    for name, event in (
+        ("tasks_list_insert", "INSERT"),
+        ("tasks_list_update", "UPDATE OF list_id, user_id"),
+    )
 }
 
 
@@ -125,6 +143,8 @@ def upgrade() -> None:
         for name, columns in TASK_INDEXES.items():
             # SQLite sorts NULL first ascending, so last descending: no NULLS LAST needed.
             op.execute(f"CREATE INDEX {name} ON tasks {columns.replace(' NULLS LAST', '')}")
+        for trigger in SQLITE_TRIGGERS.values():
+            op.execute(trigger)
         return
     with op.get_context().autocommit_block():
         _lists(if_not_exists=True)
@@ -148,6 +168,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if _sqlite():
+        for name in SQLITE_TRIGGERS:
+            op.execute(f"DROP TRIGGER IF EXISTS {name}")
         for name in TASK_INDEXES:
             op.execute(f"DROP INDEX IF EXISTS {name}")
         op.drop_column("tasks", "completed_at")

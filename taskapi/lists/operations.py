@@ -9,7 +9,6 @@ from urllib.parse import urlencode
 from taskapi.db import UnitOfWork
 from taskapi.lists import queries
 from taskapi.lists.errors import ListNotFoundError, UnknownListError
-from taskapi.lists.ownership import require_list
 from taskapi.lists.schemas import ListWrite, list_document
 from taskapi.tasks import queries as task_queries
 from taskapi.tasks.contract import Cursor, QueryItems
@@ -69,16 +68,23 @@ async def delete_list(
     the owner's lists or the inbox (each a change of the feed)."""
     await work.begin()
     params: dict[str, Any] = {"owner_id": owner_id, "list_id": list_id}
-    # Locked until the commit: a concurrent create into this list waits, then fails.
-    if await work.fetch_one(queries.LOCK_LIST, params) is None:
+    target = None if move_tasks_to in (None, INBOX) else int(move_tasks_to)
+    if target == list_id:
+        raise UnknownListError("query.move_tasks_to (the list being deleted)")
+    # Locked until the commit, in id order (two deletes moving into each other's list wait
+    # rather than deadlock): this list against everything, the target against deletion.
+    found: set[int] = set()
+    for locked in sorted({list_id} if target is None else {list_id, target}):
+        query = queries.LOCK_LIST if locked == list_id else queries.KEEP_LIST
+        if await work.fetch_one(query, {"owner_id": owner_id, "list_id": locked}) is not None:
+            found.add(locked)
+    if list_id not in found:
         raise ListNotFoundError()
+    if target is not None and target not in found:
+        raise UnknownListError("query.move_tasks_to")
     if move_tasks_to is None:
         await work.fetch_all(task_queries.DELETE_LIST_TASKS, params)
     else:
-        target = None if move_tasks_to == INBOX else int(move_tasks_to)
-        if target == list_id:
-            raise UnknownListError("query.move_tasks_to (the list being deleted)")
-        await require_list(work, owner_id, target, "query.move_tasks_to")
         moved = {**params, "target_id": target, "now": datetime.now(UTC)}
         await work.fetch_all(task_queries.MOVE_LIST_TASKS, moved)
     await work.fetch_one(queries.DELETE_LIST, params)

@@ -39,3 +39,9 @@ DELETE_LIST: Query[Row] = Query.of(
     delete(lists).where(OWNED_LISTS, THIS_LIST).returning(lists.c.id)
 )
 LOCK_LIST: Query[Row] = Query.of(select(lists.c.id).where(OWNED_LISTS, THIS_LIST).with_for_update())
+"""The owner's list, locked until the commit against writes and against tasks' foreign key
+checks (a task created into it meanwhile waits, then finds it gone)."""
+KEEP_LIST: Query[Row] = Query.of(
+    select(lists.c.id).where(OWNED_LISTS, THIS_LIST).with_for_update(read=True, key_share=True)
+)
+"""The owner's list, kept from deletion until the commit (tasks moved into it)."""

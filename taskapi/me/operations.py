@@ -6,6 +6,7 @@ from sqlalchemy import ScalarSelect, bindparam, delete, func, select, true
 from sqlalchemy.sql.elements import ColumnElement
 
 from taskapi.db import Query, Row, UnitOfWork
+from taskapi.db.failures import UserRowMissingError
 from taskapi.models import lists, tasks, users
 from taskapi.tasks.operations import Reply
 from taskapi.users.service import UserProvisioner
@@ -40,7 +41,8 @@ DELETE_ME: Query[Row] = Query.of(delete(users).where(ME).returning(users.c.id))
 async def get_me(work: UnitOfWork, owner_id: str) -> Row:
     """The caller's provisioned profile and counts of tasks, completed tasks and lists."""
     row = await work.fetch_one(PROFILE, {"owner_id": owner_id})
-    assert row is not None  # provisioned by this very request
+    if row is None:  # deleted by another worker, whose provisioner knew: run again afresh
+        raise UserRowMissingError(owner_id, retry_after=1)
     return row
 
 

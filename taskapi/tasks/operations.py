@@ -16,6 +16,7 @@ import orjson
 from starlette.responses import Response
 
 from taskapi.db import UnitOfWork
+from taskapi.db.failures import ListRowMissingError
 from taskapi.errors import (
     IdempotencyKeyInUseError,
     IdempotencyKeyReusedError,
@@ -23,6 +24,7 @@ from taskapi.errors import (
     SyncTokenExpiredError,
     TaskNotFoundError,
 )
+from taskapi.lists.errors import UnknownListError
 from taskapi.lists.ownership import require_list
 from taskapi.tasks import queries
 from taskapi.tasks.contract import (
@@ -236,7 +238,10 @@ async def _insert(work: UnitOfWork, owner_id: str, data: TaskCreate) -> Rendered
     }
     if data.labels:
         await work.begin()  # the task and its labels, one transaction
-    task = await work.fetch_one(queries.CREATE_TASK, values)
+    try:
+        task = await work.fetch_one(queries.CREATE_TASK, values)
+    except ListRowMissingError:  # deleted since `require_list` saw it
+        raise UnknownListError("body.list_id") from None
     assert task is not None
     if data.labels:
         task = await _set_labels(work, owner_id, task.id, data.labels)
@@ -281,7 +286,10 @@ async def update_task(
     params.update(owner_id=owner_id, task_id=task_id)
     versions = await _expected(work, owner_id, task_id, if_match, params)
     statement = queries.update_statement(frozenset(values), len(versions))
-    task = await work.fetch_one(statement, params)
+    try:
+        task = await work.fetch_one(statement, params)
+    except ListRowMissingError:  # deleted since `require_list` saw it
+        raise UnknownListError("body.list_id") from None
     if task is None:
         raise await _why_not(work, owner_id, task_id)
     if labels is not None:
