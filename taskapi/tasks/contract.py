@@ -25,7 +25,7 @@ MAX_TASK_ID = 2**63 - 1
 MAX_CURSOR_LENGTH = 64
 
 QueryItems = Sequence[tuple[str, str]]
-_PLAIN = (None, False, None, None, None, None, None, None, (), ())
+_PLAIN = (None, False, None, None, None, None, None, None, (), (), ())
 
 
 def plain_digits(value: object) -> object:
@@ -81,15 +81,17 @@ class TaskFilter(NamedTuple):
     sort: tuple[SortKey, ...] = ()
     labels: tuple[str, ...] = ()
     """Label keys (lower case) a task must all carry."""
+    search: tuple[str, ...] = ()
+    """The words of `q` (`taskapi.search.words`), each of which a task must match."""
     after: KeysetCursor | None = None
 
     def keyed(self) -> bool:
         """Whether this request pages with a `KeysetCursor` (anything but the plain list)."""
-        return self[4:14] != _PLAIN
+        return self[4:15] != _PLAIN
 
     def digest(self) -> str:
         """What a keyset cursor is bound to: the sort and every filter."""
-        text = repr((self.completed, self.priority, *self[4:14]))
+        text = repr((self.completed, self.priority, *self[4:15]))
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -100,7 +102,15 @@ class SortKey(NamedTuple):
     descending: bool
 
 
-SORT_FIELDS = ("due_date", "priority", "created_at", "updated_at", "completed_at", "title")
+SORT_FIELDS = (
+    "due_date",
+    "priority",
+    "created_at",
+    "updated_at",
+    "completed_at",
+    "title",
+    "relevance",
+)
 SORT_PATTERN = f"^-?({'|'.join(SORT_FIELDS)})(,-?({'|'.join(SORT_FIELDS)}))*$"
 MAX_SORT_LENGTH = 100
 PRIORITY_RANK = {"high": 1, "medium": 2, "low": 3}
@@ -167,6 +177,10 @@ class KeysetCursor(NamedTuple):
 def _cursor_value(field: str, value: Any) -> Any:
     if value is None:
         return None
+    if field == "relevance":
+        if type(value) in (int, float):  # the negated rank (a JSON number, never bool)
+            return float(value)
+        raise InvalidCursorError()
     if field == "title" and isinstance(value, str):
         return value
     if field == "priority" and type(value) is int and value in PRIORITY_RANK.values():
@@ -179,11 +193,15 @@ def _cursor_value(field: str, value: Any) -> Any:
     raise InvalidCursorError()
 
 
-def sort_values(page: TaskFilter, document: bytes) -> tuple[Any, ...]:
-    """A rendered task's values of the page's sort keys, as its cursor holds them."""
+def sort_values(page: TaskFilter, document: bytes, rank: float | None = None) -> tuple[Any, ...]:
+    """A rendered task's values of the page's sort keys, as its cursor holds them (for
+    `relevance`, the negated rank its query returned)."""
     task = orjson.loads(document)
     values: list[Any] = []
     for key in page.sort:
+        if key.field == "relevance":
+            values.append(rank)
+            continue
         value = task[key.field]
         values.append(PRIORITY_RANK[value] if key.field == "priority" and value else value)
     return tuple(values)

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 import orjson
 from starlette.responses import Response
 
+from taskapi import search
 from taskapi.db import UnitOfWork
 from taskapi.db.failures import ListRowMissingError
 from taskapi.errors import (
@@ -38,7 +39,7 @@ from taskapi.tasks.contract import (
     next_link,
     sort_values,
 )
-from taskapi.tasks.render import RenderedTask, page_json
+from taskapi.tasks.render import RankedTask, RenderedTask, page_json
 from taskapi.tasks.schemas import Priority, TaskCreate, TaskUpdate
 
 Header = tuple[bytes, bytes]
@@ -138,6 +139,7 @@ async def _keyed_page(
         completed_before=page.completed_before is not None,
         sort=tuple((key.field, key.descending) for key in page.sort),
         labels=len(page.labels),
+        search=bool(page.search),
         after=None if after is None else tuple(value is None for value in after.values),
     )
     params: dict[str, Any] = {"owner_id": owner_id, "page_size": page.limit + 1}
@@ -154,6 +156,10 @@ async def _keyed_page(
         params["now"] = datetime.now(UTC)
     for index, key in enumerate(page.labels):
         params[f"label_{index}"] = key
+    if page.search:  # each backend's statement reads its own
+        params["search_query"] = search.postgres_query(page.search)
+        params["search_match"] = search.sqlite_match(page.search)
+        params["search_words"] = search.rank_words(page.search)
     if after is not None:
         params["after_id"] = after.id
         for index, value in enumerate(after.values):
@@ -164,7 +170,8 @@ async def _keyed_page(
         return Reply(200, page_json(rows))
     rows = rows[: page.limit]
     last = rows[-1]
-    cursor = KeysetCursor(sort_values(page, last.json), last.id, page.digest()).encode()
+    rank = last.rank if isinstance(last, RankedTask) else None
+    cursor = KeysetCursor(sort_values(page, last.json, rank), last.id, page.digest()).encode()
     return Reply(200, page_json(rows), ((b"link", next_link(query, last.id, cursor).encode()),))
 
 

@@ -19,6 +19,8 @@ from typing import Any, NamedTuple
 from sqlalchemy import (
     CTE,
     BigInteger,
+    Boolean,
+    Float,
     Select,
     String,
     Table,
@@ -33,6 +35,7 @@ from sqlalchemy import (
     null,
     or_,
     select,
+    table,
     text,
     true,
     tuple_,
@@ -47,6 +50,7 @@ from taskapi.models import idempotency_keys, task_labels, task_tombstones, tasks
 from taskapi.tasks.contract import PRIORITY_RANK
 from taskapi.tasks.render import (
     LABELS_SQL,
+    RankedTask,
     RenderedTask,
     rendered_from_columns,
     rendered_from_record,
@@ -188,7 +192,7 @@ def list_statement(completed: bool, priority: bool, after: bool) -> Query[Render
 
 class PageShape(NamedTuple):
     """Which filters a page query has, its sort, and its cursor's shape: one statement
-    each, compiled once (bounded: the filters are fixed, the sorts at most six keys)."""
+    each, compiled once (bounded: the filters are fixed, the sorts at most seven keys)."""
 
     completed: bool
     priority: bool
@@ -202,22 +206,54 @@ class PageShape(NamedTuple):
     sort: tuple[tuple[str, bool], ...]
     labels: int
     """How many labels a task must all carry."""
+    search: bool
+    """Whether a task must match the words of `q`."""
     after: tuple[bool, ...] | None
     """With a cursor: for each sort key, whether the cursor's value is null."""
 
 
-def sort_expression(field: str) -> ColumnElement[Any]:
-    """A sort key's SQL: a column, or for `priority` its rank (high 1 .. low 3, none NULL)."""
+def sort_expression(field: str, postgres: bool = False) -> ColumnElement[Any]:
+    """A sort key's SQL: a column; for `priority` its rank (high 1 .. low 3, none NULL); for
+    `relevance` the negated rank of the match (best first in ascending order)."""
     if field == "priority":
         return case(
             *[(tasks.c.priority == name, rank) for name, rank in PRIORITY_RANK.items()],
             else_=null(),
         )
+    if field == "relevance":
+        return -search_rank(postgres)
     column: ColumnElement[Any] = tasks.c[field]
     return column
 
 
-NEVER_NULL = frozenset({"title", "created_at", "updated_at"})
+# ---- search (`q=`; taskapi.search, migration 0004) ------------------------------------------
+
+_DOCUMENT = func.taskapi_search_document(tasks.c.title, tasks.c.description)
+_TSQUERY = func.to_tsquery(
+    literal_column("'simple'"), func.taskapi_unaccent(bindparam("search_query", type_=String()))
+)
+
+
+def search_match(postgres: bool) -> ColumnElement[bool]:
+    """The task matches every word of the query. PostgreSQL: the expression of the GIN index
+    `ix_tasks_search` (with the owner, so only the owner's matches are read); SQLite: the
+    FTS5 table's matches (its rowids are task ids)."""
+    if postgres:
+        return _DOCUMENT.op("@@", return_type=Boolean)(_TSQUERY)
+    fts = select(literal_column("rowid")).select_from(table("tasks_fts"))
+    fts = fts.where(literal_column("tasks_fts").op("MATCH")(bindparam("search_match")))
+    return tasks.c.id.in_(fts.scalar_subquery())
+
+
+def search_rank(postgres: bool) -> ColumnElement[float]:
+    """How well the task matches the query (higher is better; taskapi.search)."""
+    if postgres:
+        return func.ts_rank(_DOCUMENT, _TSQUERY, type_=Float())
+    words = bindparam("search_words", type_=String())
+    return func.taskapi_rank(tasks.c.title, tasks.c.description, words, type_=Float())
+
+
+NEVER_NULL = frozenset({"title", "created_at", "updated_at", "relevance"})
 
 
 def _never_null(shape: PageShape) -> set[str]:
@@ -230,7 +266,7 @@ def _never_null(shape: PageShape) -> set[str]:
     return known
 
 
-def _after_position(shape: PageShape) -> ColumnElement[bool]:
+def _after_position(shape: PageShape, postgres: bool) -> ColumnElement[bool]:
     """Rows after the cursor in the page's order: each key in its direction with missing
     values last, then `id`. Built from the last key outwards:
     after(i) = e IS NULL AND after(i+1)                       (the cursor's value is null)
@@ -241,7 +277,7 @@ def _after_position(shape: PageShape) -> ColumnElement[bool]:
     condition: ColumnElement[bool] = tasks.c.id > bindparam("after_id")
     for index in reversed(range(len(shape.sort))):
         field, descending = shape.sort[index]
-        expression = sort_expression(field)
+        expression = sort_expression(field, postgres)
         if shape.after[index]:
             condition = expression.is_(None) & condition
             continue
@@ -253,17 +289,21 @@ def _after_position(shape: PageShape) -> ColumnElement[bool]:
         condition = step
     if shape.sort and not shape.after[0] and shape.sort[0][0] in known:
         field, descending = shape.sort[0]
-        first = sort_expression(field)
+        first = sort_expression(field, postgres)
         value = bindparam("after_0", type_=first.type)
         condition = ((first <= value) if descending else (first >= value)) & condition
     return condition
 
 
 @lru_cache(maxsize=1024)
-def page_statement(shape: PageShape) -> Query[RenderedTask]:
-    """The page query for one shape of filters, sort and cursor."""
+def page_statement(shape: PageShape) -> Query[RenderedTask | RankedTask]:
+    """The page query for one shape of filters, sort and cursor. Sorted by relevance, each
+    row also has its sort value (`RankedTask.rank`), which no document holds."""
+    ranked = any(field == "relevance" for field, _ in shape.sort)
 
-    def build(columns: Sequence[ColumnElement[Any]], _: bool) -> Select[Any]:
+    def build(columns: Sequence[ColumnElement[Any]], postgres: bool) -> Select[Any]:
+        if ranked:
+            columns = [*columns, sort_expression("relevance", postgres).label("rank")]
         statement = _owned_tasks(columns)
         conditions: list[ColumnElement[bool]] = []
         if shape.completed:
@@ -292,11 +332,15 @@ def page_statement(shape: PageShape) -> Query[RenderedTask]:
         if shape.completed_before:
             conditions.append(done < bindparam("completed_before", type_=done.type))
         conditions += [has_label(index) for index in range(shape.labels)]
+        if shape.search:
+            conditions.append(search_match(postgres))
         if shape.after is not None:
-            conditions.append(_after_position(shape))
+            conditions.append(_after_position(shape, postgres))
         order: list[ColumnElement[Any]] = [
             (
-                sort_expression(field).desc() if descending else sort_expression(field).asc()
+                sort_expression(field, postgres).desc()
+                if descending
+                else sort_expression(field, postgres).asc()
             ).nulls_last()
             for field, descending in shape.sort
         ]
@@ -307,7 +351,17 @@ def page_statement(shape: PageShape) -> Query[RenderedTask]:
         statement = statement.where(*conditions)
         return statement.order_by(*order, tasks.c.id).limit(bindparam("page_size"))
 
-    return _task_query(build)
+    sqlite, postgres = build(TASK_COLUMNS, False), build(RENDERED, True)
+    if ranked:
+        return Query.shaped(sqlite, ranked_from_columns, postgres, RankedTask._make)
+    return Query.shaped(sqlite, rendered_from_columns, postgres, rendered_from_record)
+
+
+def ranked_from_columns(row: Row) -> RankedTask:
+    """A task row of columns (SQLite) with its rank, rendered."""
+    rank = row.pop("rank")
+    task = rendered_from_columns(row)
+    return RankedTask(task.id, task.version, task.json, rank)
 
 
 @cache

@@ -47,6 +47,16 @@ class RenderedTask(NamedTuple):
     json: bytes
 
 
+class RankedTask(NamedTuple):
+    """A rendered task of a page sorted by relevance, with its sort value (the negated
+    rank), which its cursor holds."""
+
+    id: int
+    version: int
+    json: bytes
+    rank: float
+
+
 def task_json(row: Row) -> bytes:
     """A task row as the routes' response model serializes it (with orjson, far cheaper than
     pydantic). Its columns come in the model's field order; timestamps are UTC (naive ones
@@ -69,7 +79,7 @@ def rendered_from_record(record: Any) -> RenderedTask:
     return RenderedTask(task_id, version, document)
 
 
-def page_json(rows: Sequence[RenderedTask]) -> bytes:
+def page_json(rows: Sequence[RenderedTask | RankedTask]) -> bytes:
     """Rendered rows as a JSON array."""
     return b"[" + b",".join([row.json for row in rows]) + b"]"
 

@@ -11,10 +11,12 @@ from fastapi.responses import Response
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StringConstraints
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from taskapi import search
 from taskapi.auth.dependencies import CurrentUser
 from taskapi.db import Session, UnitOfWorkRoute
 from taskapi.errors import READ_ONLY_ROUTE, ErrorBody, UnsupportedMediaTypeError
 from taskapi.models import LABEL_MAX, LABELS_PER_TASK
+from taskapi.search import MAX_QUERY_LENGTH
 from taskapi.tasks import operations
 from taskapi.tasks.contract import (
     DEFAULT_PAGE_SIZE,
@@ -185,6 +187,18 @@ async def list_tasks(
             ),
         ),
     ] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=MAX_QUERY_LENGTH,
+            description=(
+                "Search the title and description: every word (a run of letters and digits) "
+                "must match a word, the last one as a prefix, without regard to case or "
+                "accents. A `q` without a letter or digit has no words: it matches every task"
+            ),
+        ),
+    ] = None,
     sort: Annotated[
         str | None,
         Query(
@@ -192,8 +206,10 @@ async def list_tasks(
             max_length=MAX_SORT_LENGTH,
             description=(
                 "Comma-separated keys, each at most once: `due_date`, `priority` (high "
-                "first), `created_at`, `updated_at`, `completed_at`, `title`; a leading `-` "
-                "reverses one. Tasks without the value come last either way; `id` breaks ties"
+                "first), `created_at`, `updated_at`, `completed_at`, `title`, `relevance` "
+                "(with `q`: the best match first; without, every task ranks alike); a "
+                "leading `-` reverses one. Tasks without the value come last either way; `id` "
+                "breaks ties"
             ),
         ),
     ] = None,
@@ -214,6 +230,10 @@ async def list_tasks(
         ),
     ] = None,
 ) -> Response:
+    words = search.words(q) if q is not None else ()
+    keys = parse_sort(sort)
+    if not words:  # every task ranks alike: relevance orders nothing
+        keys = tuple(key for key in keys if key.field != "relevance")
     page = TaskFilter(
         completed,
         priority,
@@ -227,8 +247,9 @@ async def list_tasks(
         has_due=has_due,
         completed_after=completed_after,
         completed_before=completed_before,
-        sort=parse_sort(sort),
+        sort=keys,
         labels=tuple(dict.fromkeys(name.lower() for name in label or ())),
+        search=words,
     )
     if cursor is not None:
         if page.keyed():
