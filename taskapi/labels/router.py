@@ -6,24 +6,19 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
 from taskapi.auth.dependencies import CurrentUser
 from taskapi.db import Session, UnitOfWorkRoute
 from taskapi.labels import operations
-from taskapi.models import LABEL_MAX
 from taskapi.tasks.operations import ReplyResponse
 from taskapi.tasks.router import BODY_ERRORS, COMMON_ERRORS, _error, require_json
-from taskapi.tasks.schemas import Label
+from taskapi.tasks.schemas import Label, LabelText
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: _error("No task of the caller carries this label (`LABEL_NOT_FOUND`)"),
 }
-LabelName = Annotated[
-    str,
-    Path(description="The label, without regard to case"),
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=LABEL_MAX),
-]
+LabelName = Annotated[LabelText, Path(description="The label, without regard to case")]
 
 
 class LabelCount(BaseModel):

@@ -8,14 +8,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from taskapi import search
 from taskapi.auth.dependencies import CurrentUser
 from taskapi.db import Session, UnitOfWorkRoute
 from taskapi.errors import READ_ONLY_ROUTE, ErrorBody, UnsupportedMediaTypeError
-from taskapi.models import LABEL_MAX, LABELS_PER_TASK
+from taskapi.models import LABELS_PER_TASK
 from taskapi.search import MAX_QUERY_LENGTH
 from taskapi.tasks import operations
 from taskapi.tasks.contract import (
@@ -42,6 +42,7 @@ from taskapi.tasks.contract import (
 from taskapi.tasks.cursorpattern import any_cursor_pattern
 from taskapi.tasks.operations import ReplyResponse
 from taskapi.tasks.schemas import (
+    LabelText,
     Priority,
     TaskCreate,
     TaskRead,
@@ -119,10 +120,6 @@ router = APIRouter(
 
 LIST_PATTERN = r"^(inbox|[1-9][0-9]{0,18})$"
 ANY_CURSOR_PATTERN = any_cursor_pattern(MAX_KEYSET_CURSOR_LENGTH)
-LabelQuery = Annotated[
-    str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=LABEL_MAX),
-]
 QueryMoment = Annotated[
     datetime,
     BeforeValidator(iso_text),
@@ -178,7 +175,7 @@ async def list_tasks(
         QueryMoment | None, _moment("Only tasks completed before this")
     ] = None,
     label: Annotated[
-        list[LabelQuery] | None,
+        list[LabelText] | None,
         Query(
             max_length=LABELS_PER_TASK,
             description=(

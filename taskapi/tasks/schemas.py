@@ -168,12 +168,22 @@ ListId = Annotated[
     ),
 ]
 
-Label = Annotated[
+
+def _trimmed(value: str) -> str:
+    return value.strip()
+
+
+LABEL_PATTERN = TITLE_PATTERN
+"""A label: no NUL, and a character other than white space (so it is not empty trimmed)."""
+LabelText = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=LABEL_MAX),
-    Field(description="1-50 characters once trimmed", examples=["errands"]),
+    StringConstraints(min_length=1, max_length=LABEL_MAX, pattern=LABEL_PATTERN),
     AfterValidator(storable),
+    AfterValidator(_trimmed),
 ]
+"""A label as sent (in a body, a query or a path): 1-50 characters, as the schema says
+(length and pattern checked as sent), then trimmed."""
+Label = Annotated[LabelText, Field(description="1-50 characters, trimmed", examples=["errands"])]
 
 
 def distinct_labels(labels: list[str]) -> list[str]:

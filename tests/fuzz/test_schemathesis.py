@@ -8,10 +8,13 @@ the schema (POST -> GET/PUT/DELETE by id, ...), where `use_after_free` and
 `ensure_resource_availability` also apply. Rate limiting is off (conftest's settings).
 
 Every case is sent as schemathesis generated it: no hook rewrites one. So the schema must say
-exactly what the service accepts (the cursor's format, the range of dates), and a positive
-case may only be answered 2xx, or 404 `TASK_NOT_FOUND` for a task id that does not exist
-(`positive_data_acceptance` is configured so; its default also lets 401, 403, 409, 429 and 5xx
-pass). And a run must have tested something: an expired token, say, would answer every case
+exactly what the service accepts (the cursors' format, the range of dates, what a label may
+be), and a positive case may only be answered 2xx, or 404 `TASK_NOT_FOUND`, `LIST_NOT_FOUND` or
+`LABEL_NOT_FOUND` for an id or name that names nothing, or what the state it met refuses with
+that state's own code (`STATEFUL_REFUSALS`: a list that is not the user's, a stale `If-Match`,
+a keyset cursor not issued for the request's sort and filters, which no schema can say)
+(`positive_data_acceptance` is configured so per operation; its default also lets 401, 403,
+409, 429 and 5xx pass). And a run must have tested something: an expired token, say, would answer every case
 401 and pass every other check. So each operation without a task id must answer most of its
 positive cases 2xx, and so must the stateful run, where the ids come from created tasks.
 
@@ -45,6 +48,7 @@ from schemathesis.python import asgi as st_asgi
 
 from taskapi.app import create_app
 from taskapi.config import Settings
+from taskapi.tasks.contract import InvalidCursorError
 from tests.conftest import make_settings
 from tests.support.tokens import make_token
 
@@ -106,30 +110,58 @@ CONFIG = schemathesis.Config.from_dict(
                 },
             },
             {
+                # A cursor of the keyset form that was not issued for the request's sort and
+                # filters (it is bound to them).
+                "include-path": "/api/v1/tasks",
+                "include-method": "GET",
+                "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "422"]}},
+            },
+            {
                 "include-path": "/api/v1/tasks/{task_id}",
                 "checks": {
-                    "positive_data_acceptance": {"expected-statuses": ["2xx", "304", "404", "412"]}
+                    "positive_data_acceptance": {
+                        "expected-statuses": ["2xx", "304", "404", "412", "422"]
+                    }
                 },
                 # Schemathesis 4.32's coverage phase sends `If-Match: 0` as a *positive* value
                 # of the entity-tag pattern (a generator false positive, like its issue #4592);
                 # the examples and fuzzing phases still cover these operations.
                 "phases": {"coverage": {"enabled": False}},
             },
+            {
+                # 404 LIST_NOT_FOUND; 422 LIST_NOT_FOUND for `move_tasks_to`.
+                "include-path": "/api/v1/lists/{list_id}",
+                "checks": {
+                    "positive_data_acceptance": {"expected-statuses": ["2xx", "404", "422"]}
+                },
+            },
+            {
+                "include-path": "/api/v1/labels/{name}",
+                "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "404"]}},
+            },
         ],
     }
 )
 # A schema-valid request may still be refused for the state it meets: a key already used with
-# another body, a sync token of no user (a fuzzer's) or too old, a stale If-Match.
+# another body, a sync token of no user (a fuzzer's) or too old, a stale If-Match, a list or
+# label the user does not have, a cursor not issued for the request's sort and filters.
 STATEFUL_REFUSALS = {
-    422: {"IDEMPOTENCY_KEY_REUSED", "VALIDATION_ERROR"},
+    422: {"IDEMPOTENCY_KEY_REUSED", "VALIDATION_ERROR", "LIST_NOT_FOUND"},
     410: {"SYNC_TOKEN_EXPIRED"},
     412: {"PRECONDITION_FAILED"},
+}
+# What a positive case's 404 may be, by the path parameter that named nothing.
+NOT_FOUND = {
+    "{task_id}": "TASK_NOT_FOUND",
+    "{list_id}": "LIST_NOT_FOUND",
+    "{name}": "LABEL_NOT_FOUND",
 }
 # Answers to conditional requests (304 Not Modified, 412 Precondition Failed) and to a retry
 # while the first attempt runs (409): what the request asked for, so neither success nor
 # refusal in the share of 2xx.
 CONDITIONAL = frozenset({304, 409, 412})
 TOKEN_REFUSED = "query.since: invalid sync token; use the `next` of an earlier answer"
+CURSOR_REFUSED = InvalidCursorError.detail
 schema = schemathesis.openapi.from_asgi("/openapi.json", CURRENT, config=CONFIG)
 
 
@@ -156,9 +188,9 @@ def fuzz_app(settings: Settings) -> Iterator[FastAPI]:
 class Tally(Counter[str]):
     """What a test's cases got: per generation mode, how many, and how many were 2xx."""
 
-    def record(self, case: schemathesis.Case, status: int) -> None:
+    def record(self, case: schemathesis.Case, status: int, unbound_cursor: bool = False) -> None:
         mode = case.meta.generation.mode.value if case.meta else "explicit"
-        if status in CONDITIONAL:  # answered by the state the request met, as documented
+        if status in CONDITIONAL or unbound_cursor:  # answered by the state the request met
             self[f"{mode} conditional"] += 1
             return
         self[mode] += 1
@@ -180,6 +212,20 @@ def _has_task_id(case: schemathesis.Case) -> bool:
     return "{task_id}" in case.path
 
 
+def _has_id(case: schemathesis.Case) -> bool:
+    """A path naming something (a task, a list, a label) that a drawn value may not name."""
+    return "{" in case.path
+
+
+def _unbound_cursor(case: schemathesis.Case, response: Any) -> bool:
+    """A list request refused for a cursor of the keyset form that was not issued for its
+    sort and filters: the answer to what it asked, neither success nor a refusal of its form
+    (the schema states the cursors' form, not which sort and filters a cursor is bound to)."""
+    if response.status_code != 422 or case.path != "/api/v1/tasks":
+        return False
+    return bool(response.json().get("detail") == CURSOR_REFUSED)
+
+
 @pytest.fixture
 def tally(request: pytest.FixtureRequest, backend: str) -> Iterator[Tally]:
     """Counts what the test's cases got; printed with `-s` / `-rA`. After all the cases of a
@@ -199,27 +245,35 @@ def tally(request: pytest.FixtureRequest, backend: str) -> Iterator[Tally]:
     suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture],
 )
 def test_api(case: schemathesis.Case, fuzz_app: FastAPI, tally: Tally) -> None:
-    tally["by id"] = int(_has_task_id(case))
+    tally["by id"] = int(_has_id(case))
     response = case.call()
-    tally.record(case, response.status_code)
+    tally.record(case, response.status_code, _unbound_cursor(case, response))
     case.validate_response(response)
     positive = case.meta is not None and case.meta.generation.mode.is_positive
     if positive and response.status_code == 404:
-        # Only a task that does not exist, which the token's user was checked for.
-        assert _has_task_id(case), response.text
-        assert response.json()["code"] == "TASK_NOT_FOUND", response.text
+        # Only what does not exist (a task, a list, a label), which the token's user was
+        # checked for.
+        codes = [code for name, code in NOT_FOUND.items() if name in case.path]
+        assert codes, response.text
+        assert response.json()["code"] == codes[0], response.text
     if positive and response.status_code in STATEFUL_REFUSALS:
         assert_stateful_refusal(case, response)
 
 
 def assert_stateful_refusal(case: schemathesis.Case, response: Any) -> None:
     """A positive case refused for the state it met, with that state's own code: never a
-    VALIDATION_ERROR about the request's form (only a sync token of no user's is one)."""
+    VALIDATION_ERROR about the request's form (only a sync token of no user's, or a cursor
+    not issued for the request's sort and filters, is one); LIST_NOT_FOUND only where a list
+    is named (a task's `list_id`, `move_tasks_to`)."""
     body = response.json()
     assert body["code"] in STATEFUL_REFUSALS[response.status_code], response.text
     if body["code"] == "VALIDATION_ERROR":
-        assert case.path.endswith("/changes"), response.text
-        assert body["detail"] == TOKEN_REFUSED, response.text
+        if case.path.endswith("/changes"):
+            assert body["detail"] == TOKEN_REFUSED, response.text
+        else:
+            assert _unbound_cursor(case, response), response.text
+    if body["code"] == "LIST_NOT_FOUND":
+        assert case.path.startswith(("/api/v1/tasks", "/api/v1/lists/")), response.text
 
 
 def test_stateful(fuzz_app: FastAPI, tally: Tally) -> None:
@@ -239,8 +293,10 @@ def test_stateful(fuzz_app: FastAPI, tally: Tally) -> None:
 
         def after_call(self, response: schemathesis.Response, case: schemathesis.Case) -> None:
             super().after_call(response, case)
-            tally.record(case, response.status_code)
-            if case.path.startswith("/api/") and 200 <= response.status_code < 300:
+            tally.record(case, response.status_code, _unbound_cursor(case, response))
+            if case.path.startswith("/api/v1/me") and response.status_code == 200:
+                assert response.json()["id"] == self.user, response.text
+            if case.path.startswith("/api/v1/tasks") and 200 <= response.status_code < 300:
                 if _has_task_id(case):
                     by_id_2xx[case.method.upper()] += 1
                 body = response.json() if response.content else None

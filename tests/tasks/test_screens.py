@@ -13,6 +13,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from taskapi import search
 from taskapi.tasks.contract import PRIORITY_RANK, SORT_FIELDS
 from tests.support.tasks import create
 from tests.support.tokens import auth
@@ -169,6 +170,8 @@ FILTERS = st.fixed_dictionaries(
         "has_due": st.sampled_from(["true", "false"]),
         "list_id": st.just("inbox"),
         "label": st.sampled_from(["x", "y", "X"]),
+        # Titles are one word each: every match ranks alike, so `relevance` orders nothing.
+        "q": st.sampled_from(["a", "A", "ab", "b", "a a", "?"]),
     },
 )
 SORTS = st.lists(
@@ -190,15 +193,27 @@ def matches(task: dict[str, Any], filters: dict[str, str]) -> bool:
         "has_due": lambda v: (due is not None) == (v == "true"),
         "list_id": lambda v: task["list_id"] is None,
         "label": lambda v: v.lower() in [label.lower() for label in task["labels"]],
+        "q": lambda v: found_by(task, search.words(v)),
     }
     return all(checks[name](value) for name, value in filters.items())
+
+
+def found_by(task: dict[str, Any], words: tuple[str, ...]) -> bool:
+    """Every word is a word of the task's title or description, the last a prefix of one."""
+    text = f"{task['title']} {task['description'] or ''}"
+    tokens = [search.fold(token) for token in search.words(text)]
+    folded = [search.fold(word) for word in words]
+    return all(
+        any(token.startswith(word) if n == len(folded) - 1 else token == word for token in tokens)
+        for n, word in enumerate(folded)
+    )
 
 
 def order_key(sort: list[tuple[str, bool]]) -> Any:
     def key(task: dict[str, Any]) -> tuple[Any, ...]:
         parts: list[Any] = []
         for field, descending in sort:
-            value = task[field]
+            value = 0 if field == "relevance" else task[field]
             if field == "priority" and value is not None:
                 value = PRIORITY_RANK[value]
             if value is None:
