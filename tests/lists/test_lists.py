@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from tests.support.tasks import create
 from tests.support.tokens import auth
@@ -149,3 +150,31 @@ async def test_delete_a_list_moving_its_tasks(client: httpx.AsyncClient) -> None
     response = await client.delete(f"{LISTS}/{work['id']}?move_tasks_to=inbox", headers=ALICE)
     assert response.status_code == 204
     assert await ids(client, "list_id=inbox") == [task["id"] for task in tasks]
+
+
+async def test_a_list_gone_between_the_check_and_the_write_is_422(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The write itself refuses a list that is not the owner's (PostgreSQL's foreign key,
+    SQLite's triggers), as a 422 LIST_NOT_FOUND, never a 500: here with the operation's own
+    check out of the way, as when the list is deleted just after it."""
+
+    async def nothing(*_: object) -> None:
+        return None
+
+    monkeypatch.setattr("taskapi.tasks.operations.require_list", nothing)
+    bobs = await new_list(client, "Bob's", headers=BOB)
+    task = await create(client)
+    for list_id in (9_000_000, bobs["id"]):
+        for method, url, body in (
+            ("POST", TASKS, {"title": "x", "list_id": list_id}),
+            ("POST", TASKS, {"title": "x", "list_id": list_id, "labels": ["a"]}),
+            ("PATCH", f"{TASKS}/{task['id']}", {"list_id": list_id}),
+            ("PUT", f"{TASKS}/{task['id']}", {"list_id": list_id, "labels": ["b"]}),
+        ):
+            response = await client.request(method, url, json=body, headers=ALICE)
+            assert response.status_code == 422, (method, body, response.text)
+            assert response.json()["code"] == "LIST_NOT_FOUND"
+            assert response.json()["detail"].startswith("body.list_id"), response.text
+    assert (await client.get(f"{TASKS}/{task['id']}", headers=ALICE)).json() == task
+    assert await ids(client, "") == [task["id"]]

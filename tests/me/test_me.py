@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import httpx
+from asgi_lifespan import LifespanManager
 
+from taskapi.app import create_app
+from taskapi.config import Settings
 from tests.lists.test_lists import new_list
 from tests.support.tasks import create
 from tests.support.tokens import auth
@@ -64,3 +67,35 @@ async def test_delete_me_deletes_every_row_and_the_next_request_starts_afresh(
     assert "idempotent-replayed" not in replay.headers  # the key went with the user
     assert (await client.get(f"{TASKS}/{bobs['id']}", headers=BOB)).json() == bobs
     assert (await client.get(ME, headers=BOB)).json()["tasks"] == 1
+
+
+async def test_a_worker_that_still_remembers_a_deleted_user_provisions_it_afresh(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    """Two workers: `DELETE /api/v1/me` in one makes its own provisioner forget the user;
+    the other's still remembers it (no upsert). Each request there that needs the user's
+    row finds it gone and runs once more, provisioned afresh: never a 500."""
+    headers = auth("dora", email="d@example.com", name="Dora")
+    other = create_app(settings)
+    async with LifespanManager(other):
+        transport = httpx.ASGITransport(app=other)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as worker:
+            requests = {
+                "a task (the fast path)": ("POST", TASKS, {"title": "t"}, 201),
+                "a task with labels (a transaction)": (
+                    "POST",
+                    TASKS,
+                    {"title": "t", "labels": ["x"]},
+                    201,
+                ),
+                "a list (FastAPI)": ("POST", "/api/v1/lists", {"name": "l"}, 201),
+                "the profile": ("GET", ME, None, 200),
+            }
+            for what, (method, path, body, status) in requests.items():
+                assert (await worker.get(ME, headers=headers)).status_code == 200  # remembered
+                assert (await client.delete(ME, headers=headers)).status_code == 204
+                response = await worker.request(method, path, json=body, headers=headers)
+                assert response.status_code == status, (what, response.text)
+                me = (await worker.get(ME, headers=headers)).json()
+                assert (me["email"], me["name"]) == ("d@example.com", "Dora"), what
+                assert me["tasks"] + me["lists"] == (0 if method == "GET" else 1), (what, me)
