@@ -18,6 +18,7 @@ VENV_BIN = Path(sys.executable).parent
 
 JWT_SECRET = "bench-secret-0123456789abcdef0123456789abcdef"  # >= 32 chars, bench only
 API = "/api/v1/tasks"
+LISTS = "/api/v1/lists"
 SERVER_FLAGS = ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
 
 
