@@ -240,7 +240,7 @@ def search_match(postgres: bool) -> ColumnElement[bool]:
     FTS5 table's matches (its rowids are task ids)."""
     if postgres:
         return _DOCUMENT.op("@@", return_type=Boolean)(_TSQUERY)
-    fts = select(literal_column("rowid")).select_from(table("tasks_fts"))
+    fts: Select[Any] = select(literal_column("rowid")).select_from(table("tasks_fts"))
     fts = fts.where(literal_column("tasks_fts").op("MATCH")(bindparam("search_match")))
     return tasks.c.id.in_(fts.scalar_subquery())
 

@@ -213,7 +213,7 @@ def order_key(sort: list[tuple[str, bool]]) -> Any:
     def key(task: dict[str, Any]) -> tuple[Any, ...]:
         parts: list[Any] = []
         for field, descending in sort:
-            value = 0 if field == "relevance" else task[field]
+            value: Any = 0 if field == "relevance" else task[field]
             if field == "priority" and value is not None:
                 value = PRIORITY_RANK[value]
             if value is None:
