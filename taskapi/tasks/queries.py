@@ -331,9 +331,11 @@ def page_statement(shape: PageShape) -> Query[RenderedTask | RankedTask]:
             conditions.append(done >= bindparam("completed_after", type_=done.type))
         if shape.completed_before:
             conditions.append(done < bindparam("completed_before", type_=done.type))
-        conditions += [has_label(index) for index in range(shape.labels)]
         if shape.search:
             conditions.append(search_match(postgres))
+        if postgres and shape.labels and not shape.sort:
+            return _labelled_in_id_order(shape, columns, conditions)
+        conditions += [has_label(index) for index in range(shape.labels)]
         if shape.after is not None:
             conditions.append(_after_position(shape, postgres))
         order: list[ColumnElement[Any]] = [
@@ -355,6 +357,37 @@ def page_statement(shape: PageShape) -> Query[RenderedTask | RankedTask]:
     if ranked:
         return Query.shaped(sqlite, ranked_from_columns, postgres, RankedTask._make)
     return Query.shaped(sqlite, rendered_from_columns, postgres, rendered_from_record)
+
+
+def _labelled_in_id_order(
+    shape: PageShape, columns: Sequence[ColumnElement[Any]], conditions: list[ColumnElement[bool]]
+) -> Select[Any]:
+    """PostgreSQL, a label's tasks in id order: the owner's rows of the first label in the
+    label index's order, each task looked up (with the other filters) by `(user_id, id)`.
+    As a semi-join (`has_label`), the planner merge-joins the label index with the primary
+    key, which it reads in id order filtering out every other user's rows; the task as a
+    `LATERAL` subquery (its `LIMIT 1` keeps it one: an id names one task) makes the join a
+    nested loop driven by the label index, reading the owner's rows only."""
+    labelled = task_labels.alias("labelled")
+    task = (
+        select(*columns)
+        .where(OWNED, tasks.c.id == labelled.c.task_id, *conditions)
+        .where(*[has_label(index) for index in range(1, shape.labels)])
+        .limit(1)
+        .lateral("task")
+    )
+    position = [labelled.c.user_id == bindparam("owner_id")]
+    position.append(labelled.c.name_key == bindparam("label_0"))
+    if shape.after is not None:
+        position.append(labelled.c.task_id > bindparam("after_id"))
+    return (
+        select(*task.c)
+        .select_from(labelled)
+        .join(task, true())
+        .where(*position)
+        .order_by(labelled.c.task_id)
+        .limit(bindparam("page_size"))
+    )
 
 
 def ranked_from_columns(row: Row) -> RankedTask:
