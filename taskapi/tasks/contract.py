@@ -123,17 +123,21 @@ class InvalidQueryError(APIError):
 
 
 def parse_sort(value: str | None) -> tuple[SortKey, ...]:
-    """`sort=` as keys; each field at most once (else a 422 naming `query.sort`)."""
+    """`sort=` as keys (else a 422 naming `query.sort`). A key repeated is redundant: rows
+    tied on its first occurrence are tied on any later one, so the first decides and the
+    others are dropped (the schema's pattern cannot say "distinct", and need not)."""
     if value is None:
         return ()
-    keys = tuple(SortKey(part.lstrip("-"), part.startswith("-")) for part in value.split(","))
-    fields = [key.field for key in keys]
-    if any(field not in SORT_FIELDS for field in fields) or len(set(fields)) != len(fields):
-        raise InvalidQueryError(
-            f"query.sort: a comma-separated list of distinct {', '.join(SORT_FIELDS)}, "
-            "each optionally preceded by '-'"
-        )
-    return keys
+    keys: dict[str, SortKey] = {}
+    for part in value.split(","):
+        key = SortKey(part.lstrip("-"), part.startswith("-"))
+        if key.field not in SORT_FIELDS:
+            raise InvalidQueryError(
+                f"query.sort: a comma-separated list of {', '.join(SORT_FIELDS)}, "
+                "each optionally preceded by '-'"
+            )
+        keys.setdefault(key.field, key)
+    return tuple(keys.values())
 
 
 MAX_KEYSET_CURSOR_LENGTH = 4096

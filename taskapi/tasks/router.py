@@ -202,7 +202,8 @@ async def list_tasks(
             pattern=SORT_PATTERN,
             max_length=MAX_SORT_LENGTH,
             description=(
-                "Comma-separated keys, each at most once: `due_date`, `priority` (high "
+                "Comma-separated keys (a key repeated is redundant: the first decides): "
+                "`due_date`, `priority` (high "
                 "first), `created_at`, `updated_at`, `completed_at`, `title`, `relevance` "
                 "(with `q`: the best match first; without, every task ranks alike); a "
                 "leading `-` reverses one. Tasks without the value come last either way; `id` "
