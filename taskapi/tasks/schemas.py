@@ -158,8 +158,22 @@ DueDate = Annotated[
     AfterValidator(as_utc),
 ]
 
+
+def whole_number(value: object) -> object:
+    """A JSON integer: `3` or `3.0` (JSON Schema's `integer` admits both), not `3.5`, `"3"`
+    or `true`."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be an integer")
+        return int(value)
+    return value
+
+
 ListId = Annotated[
     int,
+    BeforeValidator(whole_number),
     Field(
         ge=1,
         le=MAX_LIST_ID,
@@ -187,17 +201,23 @@ Label = Annotated[LabelText, Field(description="1-50 characters, trimmed", examp
 
 
 def distinct_labels(labels: list[str]) -> list[str]:
-    """A task's labels are unique without regard to case."""
-    if len({label.lower() for label in labels}) != len(labels):
-        raise ValueError("labels must be unique without regard to case")
-    return labels
+    """A task's labels are unique without regard to case: a repeat (trimmed, in any case) is
+    dropped, the first spelling kept. No schema can say "unique without regard to case", so
+    a repeat is not refused."""
+    kept: dict[str, str] = {}
+    for label in labels:
+        kept.setdefault(label.lower(), label)
+    return list(kept.values())
 
 
 Labels = Annotated[
     list[Label],
     Field(
         max_length=LABELS_PER_TASK,
-        description="At most 20 names, unique without regard to case",
+        description=(
+            "At most 20 names, unique without regard to case (a repeat is dropped, the first "
+            "spelling kept), in the order sent"
+        ),
     ),
     AfterValidator(distinct_labels),
 ]

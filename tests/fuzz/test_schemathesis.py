@@ -14,9 +14,10 @@ be), and a positive case may only be answered 2xx, or 404 `TASK_NOT_FOUND`, `LIS
 that state's own code (`STATEFUL_REFUSALS`: a list that is not the user's, a stale `If-Match`,
 a keyset cursor not issued for the request's sort and filters, which no schema can say)
 (`positive_data_acceptance` is configured so per operation; its default also lets 401, 403,
-409, 429 and 5xx pass). And a run must have tested something: an expired token, say, would answer every case
-401 and pass every other check. So each operation without a task id must answer most of its
-positive cases 2xx, and so must the stateful run, where the ids come from created tasks.
+409, 429 and 5xx pass). And a run must have tested something: an expired token, say, would
+answer every case 401 and pass every other check. So each operation without an id or name in
+its path must answer most of its positive cases 2xx (an unbound cursor counts apart, as a
+conditional answer does), and so must the stateful run, where the ids come from created tasks.
 
 How it is wired:
 
@@ -99,8 +100,9 @@ CONFIG = schemathesis.Config.from_dict(
         # its own code (checked in `STATEFUL_REFUSALS` below).
         "operations": [
             {
-                "include-path": "/api/v1/tasks",
-                "include-method": "POST",
+                # By name: `include-path` and `include-method` are two filters, either of
+                # which selects an operation.
+                "include-name": "POST /api/v1/tasks",
                 "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "422"]}},
             },
             {
@@ -112,8 +114,7 @@ CONFIG = schemathesis.Config.from_dict(
             {
                 # A cursor of the keyset form that was not issued for the request's sort and
                 # filters (it is bound to them).
-                "include-path": "/api/v1/tasks",
-                "include-method": "GET",
+                "include-name": "GET /api/v1/tasks",
                 "checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "422"]}},
             },
             {

@@ -41,8 +41,16 @@ async def test_labels_are_set_kept_in_order_and_replaced(client: httpx.AsyncClie
     assert feed["changes"][-1]["labels"] == []
 
 
+async def test_a_repeated_label_is_dropped(client: httpx.AsyncClient) -> None:
+    task = await create(client, labels=["Home", " home ", "a", "HOME", "A", "b"])
+    assert task["labels"] == ["Home", "a", "b"]
+    url = f"{TASKS}/{task['id']}"
+    patched = await client.patch(url, json={"labels": ["x", "X"] * 10}, headers=ALICE)
+    assert patched.json()["labels"] == ["x"]
+
+
 async def test_invalid_labels_are_422(client: httpx.AsyncClient) -> None:
-    for labels in (["a", "A"], [""], ["   "], ["x" * 51], [str(n) for n in range(21)], "a", [1]):
+    for labels in ([""], ["   "], ["x" * 51], [str(n) for n in range(21)], "a", [1], ["\x00"]):
         response = await client.post(TASKS, json={"title": "t", "labels": labels}, headers=ALICE)
         assert response.status_code == 422, labels
         assert "labels" in response.json()["detail"]
