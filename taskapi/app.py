@@ -207,6 +207,7 @@ def _install_openapi(app: FastAPI) -> None:
                     for operation in operations.values():
                         operation["security"] = [{"bearerAuth": []}]
             _link_created_tasks(schema)
+            _link_created_lists(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -229,6 +230,35 @@ def _link_created_tasks(schema: dict[str, Any]) -> None:
         links[f"{method.capitalize()}CreatedTask"] = {
             "operationId": operation["operationId"],
             "parameters": parameters,
+        }
+    created["links"] = links
+
+
+def _link_created_lists(schema: dict[str, Any]) -> None:
+    """OpenAPI links from a created list to what can be done with it and its tasks (its
+    GET/PATCH/DELETE, a task created into it, its page of tasks), so clients and
+    schemathesis' stateful tests follow its `id`."""
+    paths = schema["paths"]
+    created = paths.get("/api/v1/lists", {}).get("post", {}).get("responses", {}).get("201")
+    if created is None:
+        return
+    links: dict[str, Any] = {}
+    for method, operation in paths.get("/api/v1/lists/{list_id}", {}).items():
+        links[f"{method.capitalize()}CreatedList"] = {
+            "operationId": operation["operationId"],
+            "parameters": {"list_id": "$response.body#/id"},
+        }
+    tasks = paths.get("/api/v1/tasks", {})
+    if "post" in tasks:
+        links["CreateTaskInList"] = {
+            "operationId": tasks["post"]["operationId"],
+            "requestBody": {"list_id": "$response.body#/id"},
+            "description": "A task created into the list (merged into the request's body)",
+        }
+    if "get" in tasks:
+        links["ListTasksOfList"] = {
+            "operationId": tasks["get"]["operationId"],
+            "parameters": {"query.list_id": "$response.body#/id"},
         }
     created["links"] = links
 

@@ -138,6 +138,12 @@ def _moment(description: str) -> Any:
     "",
     response_model=list[TaskRead],
     summary="List the user's tasks",
+    responses={
+        414: _error(
+            "The request target (path and query) is over 8 KiB: possible with the longest "
+            "cursor, twenty labels and a search together"
+        )
+    },
     description=(
         "A page of the authenticated user's tasks, by default oldest first. Every filter "
         "combines with every other. When more follow, the "

@@ -24,7 +24,9 @@ from taskapi.models import (
     unstorable_reason,
 )
 
-MAX_LIST_ID = 2**63 - 1
+MAX_LIST_ID = 2**53 - 1
+"""The largest `list_id` a body may hold: the largest integer every JSON client (and JSON
+Schema validator) holds exactly; above it, `2**63 - 1` and its neighbours are one double."""
 
 
 class Priority(StrEnum):
@@ -173,13 +175,13 @@ def whole_number(value: object) -> object:
 
 ListId = Annotated[
     int,
-    BeforeValidator(whole_number),
     Field(
         ge=1,
         le=MAX_LIST_ID,
         strict=True,
         description="The task's list (one of the caller's); null: the inbox",
     ),
+    BeforeValidator(whole_number),  # after Field, so its bounds stay the schema's own
 ]
 
 
