@@ -102,7 +102,7 @@ def fetch(url: str, query: str) -> list[Any]:
 
 
 SEARCH_WORDS_SQL = (
-    "ARRAY['invoice','groceries','dentist','report','garden','taxes','birthday','meeting']"
+    "(ARRAY['invoice','groceries','dentist','report','garden','taxes','birthday','meeting'])"
 )
 
 
