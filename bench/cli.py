@@ -130,9 +130,9 @@ def _run_service(opts: Options) -> None:
     env = server_env(opts, opts.db)
     service = Server("service", opts.app, env)
     start_all(service)
-    users, tokens = seed_via_api(service, opts.users, opts.tasks_per_user, opts.seed_seconds)
+    users, tokens, lists = seed_via_api(service, opts.users, opts.tasks_per_user, opts.seed_seconds)
     data = DATA / "tokens.tsv"
-    write_tokens(data, users, tokens)
+    write_tokens(data, users, tokens, lists)
     st, qy, ql = start_ceilings(opts, opts.db)
     rs, rq, rl = measure_ceilings(st, qy, ql, data, opts.duration, db_url)
     st.stop()

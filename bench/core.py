@@ -21,6 +21,7 @@ JWT_SECRET = "bench-secret-0123456789abcdef0123456789abcdef"  # >= 32 chars, ben
 # METRICS_PORT of its own): production refuses shorter ones. Bench only.
 METRICS_TOKEN = "bench-metrics-0123456789abcdef0123456789abcdef"
 API = "/api/v1/tasks"
+LISTS = "/api/v1/lists"
 SERVER_FLAGS = ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
 
 

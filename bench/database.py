@@ -69,7 +69,7 @@ def settle(url: str) -> None:
 
     async def run() -> None:
         async with _connect(url, command_timeout=120) as connection:
-            await connection.execute("VACUUM (ANALYZE) tasks, users")
+            await connection.execute("VACUUM (ANALYZE) tasks, users, lists, task_labels")
             await connection.execute("CHECKPOINT")
 
     asyncio.run(run())
@@ -101,16 +101,32 @@ def fetch(url: str, query: str) -> list[Any]:
     return asyncio.run(run())
 
 
-def task_insert(first: int, last: int, user_expr: str) -> str:
-    """INSERT of tasks number `first`..`last` (g), owned by `user_expr` (an SQL expression of g)."""
-    # completed (g%2) and priority (g%3) are independent; created_at increases with g.
+SEARCH_WORDS_SQL = (
+    "(ARRAY['invoice','groceries','dentist','report','garden','taxes','birthday','meeting'])"
+)
+
+
+def task_insert(first: int, last: int, user_expr: str, list_expr: str = "NULL") -> str:
+    """INSERT of tasks number `first`..`last` (g), owned by `user_expr` and in list
+    `list_expr` (SQL expressions of g), spread as bench/seeding.py's `seed_task` for the
+    screens: titles open with a search word, due dates in the past and in 2031."""
+    # completed (g%2) and priority (g%3) are independent; created_at increases with g; due
+    # dates (odd g) over two years from 2025-07-01: about half of them past.
     return f"""INSERT INTO tasks (title, description, completed, priority, due_date, user_id,
-        created_at, updated_at)
-    SELECT 'scale task ' || g, CASE WHEN g % 3 = 0 THEN NULL ELSE 'generated description ' || g END,
+        list_id, created_at, updated_at, completed_at)
+    SELECT {SEARCH_WORDS_SQL}[g % 8 + 1] || ': scale task ' || g,
+           CASE WHEN g % 3 = 0 THEN NULL ELSE 'generated description ' || g END,
            g % 2 = 0, (ARRAY['low','medium','high'])[g % 3 + 1],
            CASE WHEN g % 2 = 0 THEN NULL
-                ELSE timestamptz '2031-01-01' + (g % 365) * interval '1 day' END,
-           {user_expr},
+                ELSE timestamptz '2025-07-01' + (g % 730) * interval '1 day' END,
+           {user_expr}, {list_expr},
            timestamptz '2024-01-01' + g * interval '1 second',
-           timestamptz '2024-01-01' + g * interval '1 second'
+           timestamptz '2024-01-01' + g * interval '1 second',
+           CASE WHEN g % 2 = 0 THEN timestamptz '2024-01-01' + g * interval '1 second' END
     FROM generate_series({first}, {last}) AS g"""
+
+
+def label_insert(after_id: int) -> str:
+    """A fifth of the tasks with ids after `after_id` labelled "errands"."""
+    return f"""INSERT INTO task_labels (task_id, name_key, user_id, name, position)
+    SELECT id, 'errands', user_id, 'errands', 0 FROM tasks WHERE id > {after_id} AND id % 5 = 0"""

@@ -147,9 +147,11 @@ async def _create(owner: str, data: dict[str, Any]) -> tuple[int, bytes, list[An
         "completed": data.get("completed", False),
         "priority": data.get("priority"),
         "due_date": dt.datetime.fromisoformat(due) if due else None,
+        "list_id": data.get("list_id"),
         "user_id": owner,
         "created_at": now,
         "updated_at": now,
+        "completed_at": now if data.get("completed") else None,
         "owner_id": owner,  # the owner's change number (the change feed)
     }
     row = await _run(service.CREATE_TASK, "fetchrow", params)

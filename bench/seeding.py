@@ -1,7 +1,13 @@
 """Users and tasks for the workloads, and the tokens file the Lua scripts read.
 
 The tokens file (bench/lua/common.lua reads it) has one user a line:
-``user_id \\t HS256 token \\t id,id,...`` (the ids of the tasks that user owns).
+``user_id \\t HS256 token \\t id,id,... \\t list id`` (the ids of the tasks that user owns,
+and the user's list, when it has one).
+
+The seeded tasks are spread so that each screen of a task app (the screen workloads) finds
+some: a third are in the user's list, a quarter are due in the past (overdue) and a quarter
+in January 2031, a fifth are labelled "errands", and every title opens with one of
+`SEARCH_WORDS` (a search for one finds an eighth).
 """
 
 from __future__ import annotations
@@ -12,11 +18,38 @@ import json
 import time
 from pathlib import Path
 
-from bench.core import API, JWT_SECRET, log
+from bench.core import API, JWT_SECRET, LISTS, log
 from bench.database import execute_bulk, fetch, task_insert
 from bench.servers import Server
 
 Statuses = collections.Counter[int | str]
+SEARCH_WORDS = (
+    "invoice",
+    "groceries",
+    "dentist",
+    "report",
+    "garden",
+    "taxes",
+    "birthday",
+    "meeting",
+)
+
+
+def seed_task(k: int, uid: str, list_id: int | None) -> dict[str, object]:
+    """The body of a user's `k`-th seeded task (the spread the screens need)."""
+    due: str | None = None
+    if k % 2 == 0:
+        due = f"2031-01-{1 + k % 28:02d}T09:00:00Z"
+        if k % 4 == 0:
+            due = f"2025-{1 + k % 12:02d}-{1 + k % 28:02d}T09:00:00Z"  # overdue
+    return {
+        "title": f"{SEARCH_WORDS[k % len(SEARCH_WORDS)]}: seed task {k} of {uid}",
+        "description": None if k % 3 == 0 else f"seeded description {k}",
+        "priority": ["low", "medium", "high", None][k % 4],
+        "due_date": due,
+        "list_id": list_id if k % 3 == 1 else None,
+        "labels": ["errands"] if k % 5 == 0 else ["home"] if k % 5 == 1 else [],
+    }
 
 
 def make_token(uid: str, ttl: int = 6 * 3600, issued: int | None = None) -> str:
@@ -57,19 +90,25 @@ def write_cold_tokens(path: Path, users: dict[str, list[int]], count: int) -> No
 
 
 def write_tokens(
-    path: Path, users: dict[str, list[int]], tokens: dict[str, str] | None = None
+    path: Path,
+    users: dict[str, list[int]],
+    tokens: dict[str, str] | None = None,
+    lists: dict[str, int] | None = None,
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
         for uid, ids in users.items():
             tok = tokens[uid] if tokens else make_token(uid)
-            f.write(f"{uid}\t{tok}\t{','.join(map(str, ids))}\n")
+            list_id = (lists or {}).get(uid)
+            f.write(f"{uid}\t{tok}\t{','.join(map(str, ids))}\t{list_id or ''}\n")
 
 
 def tokens_from_db(url: str, path: Path, query: str) -> int:
-    """Write a tokens file for the rows (user_id, ids) of `query`; returns how many users."""
+    """Write a tokens file for the rows (user_id, ids[, list_id]) of `query`; returns how
+    many users."""
     rows = fetch(url, query)
-    write_tokens(path, {r["user_id"]: list(r["ids"]) for r in rows})
+    lists = {r["user_id"]: r["list_id"] for r in rows if r.get("list_id")}
+    write_tokens(path, {r["user_id"]: list(r["ids"]) for r in rows}, lists=lists)
     return len(rows)
 
 
@@ -136,13 +175,36 @@ class RawClient:
         self.writer = None
 
 
+async def _seed_lists(
+    port: int, tokens: dict[str, str], concurrency: int, statuses: Statuses
+) -> dict[str, int]:
+    """One list ("Errands") per user: its id."""
+    lists: dict[str, int] = {}
+    it = iter(tokens.items())
+
+    async def worker() -> None:
+        client = RawClient(port)
+        try:
+            for uid, token in it:
+                hdr = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+                st, _, data = await client.request("POST", LISTS, hdr, b'{"name": "Errands"}')
+                statuses[f"POST list {st}"] += 1
+                if st == 201:
+                    lists[uid] = int(json.loads(data)["id"])
+        finally:
+            client.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return lists
+
+
 async def _seed(
     port: int, n_users: int, per_user: int, concurrency: int, deadline: float
-) -> tuple[dict[str, list[int]], dict[str, str], Statuses]:
+) -> tuple[dict[str, list[int]], dict[str, str], dict[str, int], Statuses]:
     users: dict[str, list[int]] = {f"bench-user-{i:06d}": [] for i in range(n_users)}
     tokens = {u: make_token(u) for u in users}
     statuses: Statuses = collections.Counter()
-    prios = ["low", "medium", "high", None]
+    lists = await _seed_lists(port, tokens, concurrency, statuses)
     jobs = [(u, k) for k in range(per_user) for u in users]  # round-robin over users
     it = iter(jobs)
     first_error: list[str] = []
@@ -153,12 +215,7 @@ async def _seed(
             for uid, k in it:
                 if time.monotonic() > deadline:
                     return
-                body = {
-                    "title": f"seed task {k} of {uid}",
-                    "description": None if k % 3 == 0 else f"seeded description {k}",
-                    "priority": prios[k % 4],
-                    "due_date": None if k % 2 else f"2031-01-{1 + k % 28:02d}T09:00:00Z",
-                }
+                body = seed_task(k, uid, lists.get(uid))
                 hdr = {"Authorization": f"Bearer {tokens[uid]}", "Content-Type": "application/json"}
                 st, _, data = await client.request("POST", API, hdr, json.dumps(body).encode())
                 statuses[st] += 1
@@ -180,20 +237,20 @@ async def _seed(
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     if first_error:
         log("seed: first error: " + first_error[0])
-    return users, tokens, statuses
+    return users, tokens, lists, statuses
 
 
 def seed_via_api(
     server: Server, n_users: int, per_user: int, max_seconds: float
-) -> tuple[dict[str, list[int]], dict[str, str]]:
-    """POST `per_user` tasks for each of `n_users` users (a quarter then completed with PUT);
-    returns each user's task ids and token."""
+) -> tuple[dict[str, list[int]], dict[str, str], dict[str, int]]:
+    """A list for each of `n_users` users, and `per_user` tasks each (`seed_task`; a
+    quarter then completed with PUT); returns each user's task ids, token and list id."""
     log(
         f"seeding {n_users} users x {per_user} tasks through {server.name} "
         f"({n_users * per_user} POSTs)"
     )
     t0 = time.monotonic()
-    users, tokens, statuses = asyncio.run(
+    users, tokens, lists, statuses = asyncio.run(
         _seed(server.port, n_users, per_user, 16, time.monotonic() + max_seconds)
     )
     dt = time.monotonic() - t0
@@ -201,7 +258,7 @@ def seed_via_api(
     log(f"seeded {total} tasks in {dt:.1f}s ({total / dt:.0f}/s); statuses {dict(statuses)}")
     if total == 0:
         raise SystemExit(f"seeding failed; service log tail:\n{server.log_tail()}")
-    return users, tokens
+    return users, tokens, lists
 
 
 def seed_via_sql(url: str, tokens: Path, n_users: int, per_user: int) -> int:

@@ -16,12 +16,15 @@ SYNC_WORKLOADS = ("conditional", "poll")
 # The cold workloads (tokens not seen, new users: bench/seeding.py, write_cold_tokens) come
 # last: each of their tokens once, then no more seen than any other.
 COLD_WORKLOADS = ("cold_token", "new_user")
+# The screens of a task app (issue 13), one request each: read-only, before any write.
+SCREEN_WORKLOADS = ("screen_list", "screen_due", "screen_overdue", "screen_label", "screen_search")
 WORKLOADS = [
     "get_by_id",
     "conditional",
     "browser",
     "poll",
     "list",
+    *SCREEN_WORKLOADS,
     "create",
     "update",
     "mix",

@@ -29,7 +29,10 @@ from taskapi.docs import HTML_PAGES, install_docs
 from taskapi.errors import error_response, install_error_handlers
 from taskapi.events import NO_EVENTS, Events
 from taskapi.health import router as health_router
+from taskapi.labels.router import router as labels_router
+from taskapi.lists.router import router as lists_router
 from taskapi.logs import AccessLog, access_log_enabled, configure_logging
+from taskapi.me.router import router as me_router
 from taskapi.metrics import Metrics, MetricsServer, metrics_router
 from taskapi.middleware import EdgeMiddleware
 from taskapi.ratelimit import RateLimits, build_rate_limits
@@ -251,6 +254,7 @@ def _install_openapi(app: FastAPI) -> None:
                     for operation in operations.values():
                         operation["security"] = [{"bearerAuth": []}]
             _link_created_tasks(schema)
+            _link_created_lists(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -273,6 +277,35 @@ def _link_created_tasks(schema: dict[str, Any]) -> None:
         links[f"{method.capitalize()}CreatedTask"] = {
             "operationId": operation["operationId"],
             "parameters": parameters,
+        }
+    created["links"] = links
+
+
+def _link_created_lists(schema: dict[str, Any]) -> None:
+    """OpenAPI links from a created list to what can be done with it and its tasks (its
+    GET/PATCH/DELETE, a task created into it, its page of tasks), so clients and
+    schemathesis' stateful tests follow its `id`."""
+    paths = schema["paths"]
+    created = paths.get("/api/v1/lists", {}).get("post", {}).get("responses", {}).get("201")
+    if created is None:
+        return
+    links: dict[str, Any] = {}
+    for method, operation in paths.get("/api/v1/lists/{list_id}", {}).items():
+        links[f"{method.capitalize()}CreatedList"] = {
+            "operationId": operation["operationId"],
+            "parameters": {"list_id": "$response.body#/id"},
+        }
+    tasks = paths.get("/api/v1/tasks", {})
+    if "post" in tasks:
+        links["CreateTaskInList"] = {
+            "operationId": tasks["post"]["operationId"],
+            "requestBody": {"list_id": "$response.body#/id"},
+            "description": "A task created into the list (merged into the request's body)",
+        }
+    if "get" in tasks:
+        links["ListTasksOfList"] = {
+            "operationId": tasks["get"]["operationId"],
+            "parameters": {"query.list_id": "$response.body#/id"},
         }
     created["links"] = links
 
@@ -348,6 +381,9 @@ def create_app(settings: Settings | None = None, log_stream: TextIO | None = Non
     install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(tasks_router)
+    app.include_router(lists_router)
+    app.include_router(me_router)
+    app.include_router(labels_router)
     install_docs(app)
     if metrics is not None and settings.metrics_port is None:
         app.include_router(metrics_router(metrics, settings.metrics_token))

@@ -83,6 +83,11 @@ class Authenticator:
         self._limits = limits
         self._provisioner = provisioner
 
+    @property
+    def provisioner(self) -> UserProvisioner:
+        """The user provisioner (`DELETE /api/v1/me` makes it forget a deleted user)."""
+        return self._provisioner
+
     async def authenticate(self, context: RequestContext, work: UnitOfWork) -> Identity:
         """The request's verified identity, charged to its rate limit and provisioned in
         `work`.

@@ -9,6 +9,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from taskapi import search
 from taskapi.config import Settings
 from taskapi.db.url import resolve_database_url
 
@@ -22,6 +23,8 @@ def _install_sqlite_pragmas(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=5000")
         cursor.close()
+        # `sort=relevance` (taskapi.search): a function of the task and the query alone.
+        dbapi_connection.create_function("taskapi_rank", 3, search.rank, deterministic=True)
 
 
 def create_engine(settings: Settings, *, statement_timeout: bool = True) -> AsyncEngine:

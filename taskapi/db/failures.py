@@ -48,6 +48,46 @@ def is_unavailable(error: BaseException) -> bool:
     return isinstance(error, OSError)
 
 
+class UserRowMissingError(UnavailableError):
+    """A write needed the caller's `users` row and it is gone: `DELETE /api/v1/me` ran in
+    another worker, whose provisioner forgot the user while this one's still remembers it.
+    The request is run again once with the user provisioned afresh (`rerun_for_user`); only
+    if that fails too does it leave as this 503."""
+
+    def __init__(self, owner_id: str | None, retry_after: int) -> None:
+        super().__init__(retry_after=retry_after)
+        self.owner_id = owner_id
+
+
+class ListRowMissingError(Exception):
+    """A write named a list that is not (or no longer) the owner's: the foreign key
+    `fk_tasks_list_id_lists` on PostgreSQL, a trigger of the same name on SQLite. Raised
+    when the list was deleted between the operation's check and its write."""
+
+
+LIST_KEY = "fk_tasks_list_id_lists"
+_USER_KEY_SUFFIX = "_user_id_users"  # fk_tasks_user_id_users, fk_lists_user_id_users, ...
+
+
+def missing_row(error: BaseException) -> str | None:
+    """Which row a failed write needed and did not find: "user" (the owner's row: a foreign
+    key to `users`, or the owner's change number that its row gives), "list", or None."""
+    if isinstance(error, asyncpg.ForeignKeyViolationError):
+        name = error.constraint_name or ""
+        if name == LIST_KEY:
+            return "list"
+        return "user" if name.endswith(_USER_KEY_SUFFIX) else None
+    if isinstance(error, asyncpg.NotNullViolationError):
+        return "user" if error.column_name == "change_seq" else None
+    if isinstance(error, sa_exc.IntegrityError):
+        message = str(error.orig)
+        if LIST_KEY in message:
+            return "list"
+        if "FOREIGN KEY constraint failed" in message or ".change_seq" in message:
+            return "user"  # SQLite names neither key: only `users` can be missing there
+    return None
+
+
 def broke_connection(error: BaseException) -> bool:
     """Whether `error` (as a request ended with it) leaves its connection unusable: a driver
     failure meaning 'down', as it is or as the `UnavailableError` it became."""

@@ -8,7 +8,12 @@ from types import TracebackType
 from typing import NoReturn, TypeVar
 
 from taskapi.db.backend import Connection, Database
-from taskapi.db.failures import as_unavailable
+from taskapi.db.failures import (
+    ListRowMissingError,
+    UserRowMissingError,
+    as_unavailable,
+    missing_row,
+)
 from taskapi.db.query import Params, Query
 
 R = TypeVar("R")
@@ -59,13 +64,13 @@ class UnitOfWork:
         try:
             return await (self._connection or await self._open()).fetch_one(query, params)
         except Exception as error:
-            self._raise(error)
+            self._raise(error, params)
 
     async def fetch_all(self, query: Query[R], params: Params) -> list[R]:
         try:
             return await (self._connection or await self._open()).fetch_all(query, params)
         except Exception as error:
-            self._raise(error)
+            self._raise(error, params)
 
     async def begin(self) -> None:
         """Run the rest of the work in one transaction: for an operation of several
@@ -89,7 +94,13 @@ class UnitOfWork:
         self._context = context
         return self._connection
 
-    def _raise(self, error: Exception) -> NoReturn:
+    def _raise(self, error: Exception, params: Params | None = None) -> NoReturn:
+        missing = missing_row(error)
+        if missing == "user":
+            owner_id = (params or {}).get("owner_id")
+            raise UserRowMissingError(owner_id, self._database.retry_after) from error
+        if missing == "list":
+            raise ListRowMissingError() from error
         failure = as_unavailable(error, self._database.retry_after)
         if failure is error:
             raise error

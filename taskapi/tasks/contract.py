@@ -9,8 +9,11 @@ import hashlib
 import hmac
 import re
 from collections.abc import Sequence
-from typing import NamedTuple
+from datetime import datetime
+from typing import Any, NamedTuple
 from urllib.parse import urlencode
+
+import orjson
 
 from taskapi.errors import APIError
 from taskapi.tasks.schemas import Priority
@@ -22,6 +25,7 @@ MAX_TASK_ID = 2**63 - 1
 MAX_CURSOR_LENGTH = 64
 
 QueryItems = Sequence[tuple[str, str]]
+_PLAIN = (None, False, None, None, None, None, None, None, (), (), ())
 
 
 def plain_digits(value: object) -> object:
@@ -59,18 +63,159 @@ class Cursor:
 
 
 class TaskFilter(NamedTuple):
-    """A list request's parameters, parsed."""
+    """A list request's parameters, parsed. The first four are all the fast path reads;
+    a request with any of the others pages with a `KeysetCursor`."""
 
     completed: bool | None = None
     priority: Priority | None = None
     after_id: int | None = None
     limit: int = DEFAULT_PAGE_SIZE
+    list_id: int | None = None
+    inbox: bool = False
+    due_after: datetime | None = None
+    due_before: datetime | None = None
+    overdue: bool | None = None
+    has_due: bool | None = None
+    completed_after: datetime | None = None
+    completed_before: datetime | None = None
+    sort: tuple[SortKey, ...] = ()
+    labels: tuple[str, ...] = ()
+    """Label keys (lower case) a task must all carry."""
+    search: tuple[str, ...] = ()
+    """The words of `q` (`taskapi.search.words`), each of which a task must match."""
+    after: KeysetCursor | None = None
+
+    def keyed(self) -> bool:
+        """Whether this request pages with a `KeysetCursor` (anything but the plain list)."""
+        return self[4:15] != _PLAIN
+
+    def digest(self) -> str:
+        """What a keyset cursor is bound to: the sort and every filter."""
+        text = repr((self.completed, self.priority, *self[4:15]))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def next_link(query: QueryItems, last_id: int) -> str:
-    """The `Link` to the page after `last_id`, keeping the request's other parameters."""
+class SortKey(NamedTuple):
+    """One key of `sort=`: a field, and whether it is reversed (`-field`)."""
+
+    field: str
+    descending: bool
+
+
+SORT_FIELDS = (
+    "due_date",
+    "priority",
+    "created_at",
+    "updated_at",
+    "completed_at",
+    "title",
+    "relevance",
+)
+SORT_PATTERN = f"^-?({'|'.join(SORT_FIELDS)})(,-?({'|'.join(SORT_FIELDS)}))*$"
+MAX_SORT_LENGTH = 100
+PRIORITY_RANK = {"high": 1, "medium": 2, "low": 3}
+"""`sort=priority`: high before medium before low (before none, as every missing value)."""
+
+
+class InvalidQueryError(APIError):
+    status_code = 422
+    code = "VALIDATION_ERROR"
+
+
+def parse_sort(value: str | None) -> tuple[SortKey, ...]:
+    """`sort=` as keys (else a 422 naming `query.sort`). A key repeated is redundant: rows
+    tied on its first occurrence are tied on any later one, so the first decides and the
+    others are dropped (the schema's pattern cannot say "distinct", and need not)."""
+    if value is None:
+        return ()
+    keys: dict[str, SortKey] = {}
+    for part in value.split(","):
+        key = SortKey(part.lstrip("-"), part.startswith("-"))
+        if key.field not in SORT_FIELDS:
+            raise InvalidQueryError(
+                f"query.sort: a comma-separated list of {', '.join(SORT_FIELDS)}, "
+                "each optionally preceded by '-'"
+            )
+        keys.setdefault(key.field, key)
+    return tuple(keys.values())
+
+
+MAX_KEYSET_CURSOR_LENGTH = 4096
+"""Room for the longest cursor issued: a title of 200 characters JSON escapes to at most
+1,200 bytes (`\u0001` for each), and base64 makes 4 characters of every 3 bytes."""
+_KEYSET = "k1"
+
+
+class KeysetCursor(NamedTuple):
+    """The `cursor` of a sorted or filtered page: the last task's sort values and id, and
+    the digest of the sort and filters it was issued for (used with others: a 422)."""
+
+    values: tuple[Any, ...]
+    id: int
+    digest: str
+
+    def encode(self) -> str:
+        document = orjson.dumps([_KEYSET, self.digest, self.id, list(self.values)])
+        return base64.urlsafe_b64encode(document).decode().rstrip("=")
+
+    @staticmethod
+    def decode(cursor: str, page: TaskFilter) -> KeysetCursor:
+        """The position `cursor` holds, for `page` (its sort and filters); else a 422."""
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+            tag, digest, last_id, values = orjson.loads(raw)
+        except (binascii.Error, ValueError, TypeError):
+            raise InvalidCursorError() from None
+        if tag != _KEYSET or digest != page.digest() or not isinstance(values, list):
+            raise InvalidCursorError()
+        if type(last_id) is not int or not 0 <= last_id <= MAX_TASK_ID:
+            raise InvalidCursorError()
+        if len(values) != len(page.sort):
+            raise InvalidCursorError()
+        parsed = []
+        for key, value in zip(page.sort, values, strict=True):
+            parsed.append(_cursor_value(key.field, value))
+        return KeysetCursor(tuple(parsed), last_id, digest)
+
+
+def _cursor_value(field: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if field == "relevance":
+        if type(value) in (int, float):  # the negated rank (a JSON number, never bool)
+            return float(value)
+        raise InvalidCursorError()
+    if field == "title" and isinstance(value, str):
+        return value
+    if field == "priority" and type(value) is int and value in PRIORITY_RANK.values():
+        return value
+    if field not in ("title", "priority") and isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise InvalidCursorError()
+
+
+def sort_values(page: TaskFilter, document: bytes, rank: float | None = None) -> tuple[Any, ...]:
+    """A rendered task's values of the page's sort keys, as its cursor holds them (for
+    `relevance`, the negated rank its query returned)."""
+    task = orjson.loads(document)
+    values: list[Any] = []
+    for key in page.sort:
+        if key.field == "relevance":
+            values.append(rank)
+            continue
+        value = task[key.field]
+        values.append(PRIORITY_RANK[value] if key.field == "priority" and value else value)
+    return tuple(values)
+
+
+def next_link(query: QueryItems, last_id: int, cursor: str | None = None) -> str:
+    """The `Link` to the page after `last_id` (or `cursor`), keeping the request's other
+    parameters."""
     params = [(k, v) for k, v in query if k != "cursor"]
-    params.append(("cursor", Cursor.encode(last_id)))
+    params.append(("cursor", cursor or Cursor.encode(last_id)))
     return f'<{PREFIX}?{urlencode(params)}>; rel="next"'
 
 

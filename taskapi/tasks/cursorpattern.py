@@ -145,3 +145,21 @@ def cursor_pattern(max_id: int, prefix: str = "id:") -> str:
 
 
 CURSOR_PATTERN = cursor_pattern(2**63 - 1)
+
+
+KEYSET_PREFIX = _b64('["k1",')
+"""How every `KeysetCursor` begins: the URL-safe base64 of its JSON array's first item (six
+bytes, two whole quanta, so the prefix is fixed whatever follows)."""
+
+
+def any_cursor_pattern(max_keyset_length: int) -> str:
+    """The list's `cursor`: an id cursor (`CURSOR_PATTERN`, exactly), or a keyset cursor.
+
+    A keyset cursor holds the last task's sort values and the digest of the sort and filters
+    it was issued for, so no pattern can say which ones the service takes: the pattern's
+    keyset branch is the cursor's form (its prefix, then base64url without padding), and a
+    cursor of that form the service did not issue for this sort and these filters is a 422
+    `VALIDATION_ERROR` naming `query.cursor`.
+    """
+    rest = max_keyset_length - len(KEYSET_PREFIX)
+    return f"^(?:{CURSOR_PATTERN[1:-1]}|{KEYSET_PREFIX}[A-Za-z0-9_-]{{1,{rest}}})$"

@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from taskapi.auth.dependencies import RequestContext
 from taskapi.db import UnitOfWork
+from taskapi.db.failures import UserRowMissingError
 from taskapi.errors import APIError, exception_response
 from taskapi.middleware import replaying
 from taskapi.services import Services
@@ -233,9 +234,18 @@ class TasksFastPath:
     async def _serve(scope: Scope, receive: Receive, send: Send, handler: Handler) -> None:
         services: Services = scope["app"].services
         try:
-            async with UnitOfWork(services.db) as work:
-                identity = await services.authenticator.authenticate(RequestContext.of(scope), work)
-                reply = await handler(work, identity.sub)
+            try:
+                async with UnitOfWork(services.db) as work:
+                    context = RequestContext.of(scope)
+                    identity = await services.authenticator.authenticate(context, work)
+                    reply = await handler(work, identity.sub)
+            except UserRowMissingError as gone:
+                if gone.owner_id is None:
+                    raise
+                # The user's row was deleted by another worker (`DELETE /api/v1/me`): once
+                # more, with the user provisioned afresh.
+                services.authenticator.provisioner.forget(gone.owner_id)
+                reply = await _run(services, scope, handler)
             # committed before anything is sent
         except Exception as error:
             await exception_response(error)(scope, receive, send)
@@ -244,3 +254,10 @@ class TasksFastPath:
             {"type": "http.response.start", "status": reply.status, "headers": reply.wire_headers()}
         )
         await send({"type": "http.response.body", "body": reply.body})
+
+
+async def _run(services: Services, scope: Scope, handler: Handler) -> Reply:
+    """The request's reply, in a unit of work of its own (committed when this returns)."""
+    async with UnitOfWork(services.db) as work:
+        identity = await services.authenticator.authenticate(RequestContext.of(scope), work)
+        return await handler(work, identity.sub)

@@ -12,9 +12,12 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+import orjson
 from starlette.responses import Response
 
+from taskapi import search
 from taskapi.db import UnitOfWork
+from taskapi.db.failures import ListRowMissingError
 from taskapi.errors import (
     IdempotencyKeyInUseError,
     IdempotencyKeyReusedError,
@@ -23,17 +26,21 @@ from taskapi.errors import (
     TaskNotFoundError,
 )
 from taskapi.events import NO_EVENTS, Events
+from taskapi.lists.errors import UnknownListError
+from taskapi.lists.ownership import require_list
 from taskapi.tasks import queries
 from taskapi.tasks.contract import (
     EntityTags,
+    KeysetCursor,
     QueryItems,
     SyncToken,
     TaskFilter,
     etag,
     location,
     next_link,
+    sort_values,
 )
-from taskapi.tasks.render import RenderedTask, page_json
+from taskapi.tasks.render import RankedTask, RenderedTask, page_json
 from taskapi.tasks.schemas import Priority, TaskCreate, TaskUpdate
 
 Header = tuple[bytes, bytes]
@@ -92,9 +99,11 @@ async def get_task(
 
 
 async def list_tasks(work: UnitOfWork, owner_id: str, page: TaskFilter, query: QueryItems) -> Reply:
-    """A page of the owner's tasks in id order; `Link` to the next page when more follow
-    (one more row than the page is read to tell)."""
-    completed, priority, after_id, limit = page
+    """A page of the owner's tasks, filtered and sorted (by default in id order); `Link`
+    to the next page when more follow (one more row than the page is read to tell)."""
+    if page.keyed():
+        return await _keyed_page(work, owner_id, page, query)
+    completed, priority, after_id, limit = page[:4]
     statement = queries.list_statement(
         completed is not None, priority is not None, after_id is not None
     )
@@ -110,6 +119,63 @@ async def list_tasks(work: UnitOfWork, owner_id: str, page: TaskFilter, query: Q
         return Reply(200, page_json(rows))
     rows = rows[:limit]
     return Reply(200, page_json(rows), ((b"link", next_link(query, rows[-1].id).encode()),))
+
+
+_BOUND = ("due_after", "due_before", "completed_after", "completed_before")
+
+
+async def _keyed_page(
+    work: UnitOfWork, owner_id: str, page: TaskFilter, query: QueryItems
+) -> Reply:
+    """A page with filters or a sort: keyset pagination on the sort's values and id, with
+    a cursor bound to the sort and filters."""
+    after = page.after
+    shape = queries.PageShape(
+        completed=page.completed is not None,
+        priority=page.priority is not None,
+        list="list" if page.list_id is not None else "inbox" if page.inbox else None,
+        due_after=page.due_after is not None,
+        due_before=page.due_before is not None,
+        overdue=page.overdue,
+        has_due=page.has_due,
+        completed_after=page.completed_after is not None,
+        completed_before=page.completed_before is not None,
+        sort=tuple((key.field, key.descending) for key in page.sort),
+        labels=len(page.labels),
+        search=bool(page.search),
+        after=None if after is None else tuple(value is None for value in after.values),
+    )
+    params: dict[str, Any] = {"owner_id": owner_id, "page_size": page.limit + 1}
+    if page.completed is not None:
+        params["completed"] = page.completed
+    if page.priority is not None:
+        params["priority"] = page.priority.value
+    if page.list_id is not None:
+        params["list_id"] = page.list_id
+    for name in _BOUND:
+        if getattr(page, name) is not None:
+            params[name] = getattr(page, name)
+    if page.overdue is not None:
+        params["now"] = datetime.now(UTC)
+    for index, key in enumerate(page.labels):
+        params[f"label_{index}"] = key
+    if page.search:  # each backend's statement reads its own
+        params["search_query"] = search.postgres_query(page.search)
+        params["search_match"] = search.sqlite_match(page.search)
+        params["search_words"] = search.rank_words(page.search)
+    if after is not None:
+        params["after_id"] = after.id
+        for index, value in enumerate(after.values):
+            if value is not None:
+                params[f"after_{index}"] = value
+    rows = await work.fetch_all(queries.page_statement(shape), params)
+    if len(rows) <= page.limit:
+        return Reply(200, page_json(rows))
+    rows = rows[: page.limit]
+    last = rows[-1]
+    rank = last.rank if isinstance(last, RankedTask) else None
+    cursor = KeysetCursor(sort_values(page, last.json, rank), last.id, page.digest()).encode()
+    return Reply(200, page_json(rows), ((b"link", next_link(query, last.id, cursor).encode()),))
 
 
 async def create_task(
@@ -166,6 +232,7 @@ def _created(task: RenderedTask) -> Reply:
 
 
 async def _insert(work: UnitOfWork, owner_id: str, data: TaskCreate) -> RenderedTask:
+    await require_list(work, owner_id, data.list_id, "body.list_id")
     now = datetime.now(UTC)
     values = {
         "title": data.title,
@@ -173,12 +240,36 @@ async def _insert(work: UnitOfWork, owner_id: str, data: TaskCreate) -> Rendered
         "completed": data.completed,
         "priority": data.priority.value if data.priority else None,
         "due_date": data.due_date,
+        "list_id": data.list_id,
         "user_id": owner_id,
         "created_at": now,
         "updated_at": now,
+        "completed_at": now if data.completed else None,
         "owner_id": owner_id,
     }
-    task = await work.fetch_one(queries.CREATE_TASK, values)
+    if data.labels:
+        await work.begin()  # the task and its labels, one transaction
+    try:
+        task = await work.fetch_one(queries.CREATE_TASK, values)
+    except ListRowMissingError:  # deleted since `require_list` saw it
+        raise UnknownListError("body.list_id") from None
+    assert task is not None
+    if data.labels:
+        task = await _set_labels(work, owner_id, task.id, data.labels)
+    return task
+
+
+async def _set_labels(
+    work: UnitOfWork, owner_id: str, task_id: int, labels: list[str]
+) -> RenderedTask:
+    """Replace the labels of the owner's task (just written in this transaction) and
+    return the task as it now is."""
+    params: dict[str, Any] = {"owner_id": owner_id, "task_id": task_id}
+    await work.fetch_all(queries.CLEAR_LABELS, params)
+    if labels:
+        document = orjson.dumps([[label.lower(), label] for label in labels]).decode()
+        await work.fetch_all(queries.SET_LABELS, {**params, "labels": document})
+    task = await work.fetch_one(queries.GET_TASK, params)
     assert task is not None
     return task
 
@@ -194,6 +285,11 @@ async def update_task(
     when `If-Match` (if sent) names the task's version; else TASK_NOT_FOUND or
     PRECONDITION_FAILED. PUT and PATCH (JSON Merge Patch) alike."""
     values = data.model_dump(exclude_unset=True)
+    await require_list(work, owner_id, values.get("list_id"), "body.list_id")
+    labels: list[str] | None = None
+    if "labels" in values:
+        labels = values.pop("labels") or []
+        await work.begin()  # the task and its labels, one transaction
     if isinstance(values.get("priority"), Priority):
         values["priority"] = values["priority"].value
     values["updated_at"] = datetime.now(UTC)
@@ -201,9 +297,14 @@ async def update_task(
     params.update(owner_id=owner_id, task_id=task_id)
     versions = await _expected(work, owner_id, task_id, if_match, params)
     statement = queries.update_statement(frozenset(values), len(versions))
-    task = await work.fetch_one(statement, params)
+    try:
+        task = await work.fetch_one(statement, params)
+    except ListRowMissingError:  # deleted since `require_list` saw it
+        raise UnknownListError("body.list_id") from None
     if task is None:
         raise await _why_not(work, owner_id, task_id)
+    if labels is not None:
+        task = await _set_labels(work, owner_id, task_id, labels)
     return _task_reply(200, task)
 
 

@@ -47,6 +47,16 @@ class RenderedTask(NamedTuple):
     json: bytes
 
 
+class RankedTask(NamedTuple):
+    """A rendered task of a page sorted by relevance, with its sort value (the negated
+    rank), which its cursor holds."""
+
+    id: int
+    version: int
+    json: bytes
+    rank: float
+
+
 def task_json(row: Row) -> bytes:
     """A task row as the routes' response model serializes it (with orjson, far cheaper than
     pydantic). Its columns come in the model's field order; timestamps are UTC (naive ones
@@ -55,7 +65,10 @@ def task_json(row: Row) -> bytes:
 
 
 def rendered_from_columns(row: Row) -> RenderedTask:
-    """A task row of columns (SQLite), rendered here."""
+    """A task row of columns (SQLite), rendered here; its `labels` come as a JSON array."""
+    labels = row.get("labels")
+    if isinstance(labels, str | bytes):
+        row["labels"] = orjson.loads(labels)
     return RenderedTask(row["id"], row["version"], task_json(row))
 
 
@@ -66,7 +79,7 @@ def rendered_from_record(record: Any) -> RenderedTask:
     return RenderedTask(task_id, version, document)
 
 
-def page_json(rows: Sequence[RenderedTask]) -> bytes:
+def page_json(rows: Sequence[RenderedTask | RankedTask]) -> bytes:
     """Rendered rows as a JSON array."""
     return b"[" + b",".join([row.json for row in rows]) + b"]"
 
@@ -97,11 +110,23 @@ def _value(column: Column[object]) -> str:
     return f"coalesce({value}, 'null')" if column.nullable else value
 
 
-def task_json_sql(columns: Sequence[Column[object]]) -> ColumnElement[bytes]:
-    """PostgreSQL SQL that renders a row of `columns` as `task_json` does, as bytes."""
+LABELS_SQL = (
+    "coalesce((SELECT '[' || string_agg(to_json(task_labels.name)::text, ','"
+    " ORDER BY task_labels.position) || ']' FROM task_labels"
+    " WHERE task_labels.task_id = tasks.id), '[]')"
+)
+"""PostgreSQL: a task's labels as a JSON array (text), in the order they were set."""
+
+
+def task_json_sql(
+    columns: Sequence[Column[object]], extra: Sequence[tuple[str, str]] = ()
+) -> ColumnElement[bytes]:
+    """PostgreSQL SQL that renders a row of `columns` (then `extra` keys with their SQL of
+    JSON text) as `task_json` does, as bytes."""
     parts = []
-    for index, column in enumerate(columns):
-        key = orjson.dumps(column.name).decode()
-        parts.append(f"""'{"{" if index == 0 else ","}{key}:' || {_value(column)}""")
+    values = [(column.name, _value(column)) for column in columns] + list(extra)
+    for index, (name, value) in enumerate(values):
+        key = orjson.dumps(name).decode()
+        parts.append(f"""'{"{" if index == 0 else ","}{key}:' || {value}""")
     document = " || ".join(parts) + " || '}'"
     return literal_column(f"convert_to({document}, 'UTF8')", LargeBinary).label("json")

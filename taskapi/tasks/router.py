@@ -3,37 +3,53 @@ operations in `taskapi.tasks.operations` answer."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from taskapi import search
 from taskapi.auth.dependencies import CurrentUser
 from taskapi.db import Session, UnitOfWorkRoute
 from taskapi.errors import READ_ONLY_ROUTE, ErrorBody, UnsupportedMediaTypeError
+from taskapi.models import LABELS_PER_TASK
+from taskapi.search import MAX_QUERY_LENGTH
 from taskapi.tasks import operations
 from taskapi.tasks.contract import (
     DEFAULT_PAGE_SIZE,
     ENTITY_TAGS_PATTERN,
-    MAX_CURSOR_LENGTH,
+    MAX_KEYSET_CURSOR_LENGTH,
     MAX_PAGE_SIZE,
     MAX_PRECONDITION_LENGTH,
+    MAX_SORT_LENGTH,
     MAX_SYNC_TOKEN_LENGTH,
     MAX_TASK_ID,
     PREFIX,
+    SORT_PATTERN,
     SYNC_TOKEN_PATTERN,
     Cursor,
     EntityTags,
+    KeysetCursor,
     TaskFilter,
     idempotency_key,
     is_json_content_type,
+    parse_sort,
     plain_digits,
 )
-from taskapi.tasks.cursorpattern import CURSOR_PATTERN
+from taskapi.tasks.cursorpattern import any_cursor_pattern
 from taskapi.tasks.operations import ReplyResponse
-from taskapi.tasks.schemas import Priority, TaskCreate, TaskRead, TaskUpdate
+from taskapi.tasks.schemas import (
+    LabelText,
+    Priority,
+    TaskCreate,
+    TaskRead,
+    TaskUpdate,
+    as_utc,
+    iso_text,
+)
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -102,13 +118,37 @@ router = APIRouter(
 )
 
 
+LIST_PATTERN = r"^(inbox|[1-9][0-9]{0,18})$"
+ANY_CURSOR_PATTERN = any_cursor_pattern(MAX_KEYSET_CURSOR_LENGTH)
+QueryMoment = Annotated[
+    datetime,
+    BeforeValidator(iso_text),
+    AfterValidator(as_utc),
+]
+
+
+def _moment(description: str) -> Any:
+    return Query(
+        description=description + "; ISO 8601, a value without offset is UTC",
+        json_schema_extra={"format": "date-time"},
+    )
+
+
 @router.get(
     "",
     response_model=list[TaskRead],
     summary="List the user's tasks",
+    responses={
+        414: _error(
+            "The request target (path and query) is over 8 KiB: possible with the longest "
+            "cursor, twenty labels and a search together"
+        )
+    },
     description=(
-        "A page of the authenticated user's tasks, oldest first. When more follow, the "
-        '`Link: <...>; rel="next"` header holds the URL of the next page.'
+        "A page of the authenticated user's tasks, by default oldest first. Every filter "
+        "combines with every other. When more follow, the "
+        '`Link: <...>; rel="next"` header holds the URL of the next page; its cursor is bound '
+        "to the sort and filters (a cursor used with others is 422)."
     ),
 )
 async def list_tasks(
@@ -117,6 +157,66 @@ async def list_tasks(
     user: CurrentUser,
     completed: Annotated[bool | None, Query(description="Only (un)completed tasks")] = None,
     priority: Annotated[Priority | None, Query(description="Only this priority")] = None,
+    list_id: Annotated[
+        str | None,
+        Query(
+            pattern=LIST_PATTERN,
+            max_length=19,
+            description="Only the tasks of this list (an id), or of the inbox (`inbox`)",
+        ),
+    ] = None,
+    due_after: Annotated[QueryMoment | None, _moment("Only tasks due at or after this")] = None,
+    due_before: Annotated[QueryMoment | None, _moment("Only tasks due before this")] = None,
+    overdue: Annotated[
+        bool | None,
+        Query(description="true: only tasks due before now and not completed; false: others"),
+    ] = None,
+    has_due: Annotated[
+        bool | None, Query(description="Only tasks with (without) a due date")
+    ] = None,
+    completed_after: Annotated[
+        QueryMoment | None, _moment("Only tasks completed at or after this")
+    ] = None,
+    completed_before: Annotated[
+        QueryMoment | None, _moment("Only tasks completed before this")
+    ] = None,
+    label: Annotated[
+        list[LabelText] | None,
+        Query(
+            max_length=LABELS_PER_TASK,
+            description=(
+                "Only tasks carrying this label (without regard to case); repeat it (up to "
+                "20 times): a task must carry all"
+            ),
+        ),
+    ] = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=MAX_QUERY_LENGTH,
+            description=(
+                "Search the title and description: every word (a run of letters and digits) "
+                "must match a word, the last one as a prefix, without regard to case or "
+                "accents. A `q` without a letter or digit has no words: it matches every task"
+            ),
+        ),
+    ] = None,
+    sort: Annotated[
+        str | None,
+        Query(
+            pattern=SORT_PATTERN,
+            max_length=MAX_SORT_LENGTH,
+            description=(
+                "Comma-separated keys (a key repeated is redundant: the first decides): "
+                "`due_date`, `priority` (high "
+                "first), `created_at`, `updated_at`, `completed_at`, `title`, `relevance` "
+                "(with `q`: the best match first; without, every task ranks alike); a "
+                "leading `-` reverses one. Tasks without the value come last either way; `id` "
+                "breaks ties"
+            ),
+        ),
+    ] = None,
     limit: Annotated[
         int,
         Query(ge=1, le=MAX_PAGE_SIZE, description="Page size"),
@@ -125,14 +225,41 @@ async def list_tasks(
     cursor: Annotated[
         str | None,
         Query(
-            max_length=MAX_CURSOR_LENGTH,
-            description="Opaque; from the previous page's Link",
-            json_schema_extra={"pattern": CURSOR_PATTERN},
+            max_length=MAX_KEYSET_CURSOR_LENGTH,
+            description=(
+                "Opaque; from the previous page's Link (bound to the sort and filters it was "
+                "issued for: used with others, 422)"
+            ),
+            json_schema_extra={"pattern": ANY_CURSOR_PATTERN},
         ),
     ] = None,
 ) -> Response:
-    after_id = Cursor.decode(cursor) if cursor is not None else None
-    page = TaskFilter(completed, priority, after_id, limit)
+    words = search.words(q) if q is not None else ()
+    keys = parse_sort(sort)
+    if not words:  # every task ranks alike: relevance orders nothing
+        keys = tuple(key for key in keys if key.field != "relevance")
+    page = TaskFilter(
+        completed,
+        priority,
+        None,
+        limit,
+        list_id=int(list_id) if list_id is not None and list_id != "inbox" else None,
+        inbox=list_id == "inbox",
+        due_after=due_after,
+        due_before=due_before,
+        overdue=overdue,
+        has_due=has_due,
+        completed_after=completed_after,
+        completed_before=completed_before,
+        sort=keys,
+        labels=tuple(dict.fromkeys(name.lower() for name in label or ())),
+        search=words,
+    )
+    if cursor is not None:
+        if page.keyed():
+            page = page._replace(after=KeysetCursor.decode(cursor, page))
+        else:
+            page = page._replace(after_id=Cursor.decode(cursor))
     query = request.query_params.multi_items()
     return ReplyResponse(await operations.list_tasks(work, user.sub, page, query))
 

@@ -7,9 +7,26 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
-from taskapi.models import DESCRIPTION_MAX, TITLE_MAX, unstorable_reason
+from taskapi.models import (
+    DESCRIPTION_MAX,
+    LABEL_MAX,
+    LABELS_PER_TASK,
+    TITLE_MAX,
+    unstorable_reason,
+)
+
+MAX_LIST_ID = 2**53 - 1
+"""The largest `list_id` a body may hold: the largest integer every JSON client (and JSON
+Schema validator) holds exactly; above it, `2**63 - 1` and its neighbours are one double."""
 
 
 class Priority(StrEnum):
@@ -144,6 +161,70 @@ DueDate = Annotated[
 ]
 
 
+def whole_number(value: object) -> object:
+    """A JSON integer: `3` or `3.0` (JSON Schema's `integer` admits both), not `3.5`, `"3"`
+    or `true`."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("must be an integer")
+        return int(value)
+    return value
+
+
+ListId = Annotated[
+    int,
+    Field(
+        ge=1,
+        le=MAX_LIST_ID,
+        strict=True,
+        description="The task's list (one of the caller's); null: the inbox",
+    ),
+    BeforeValidator(whole_number),  # after Field, so its bounds stay the schema's own
+]
+
+
+def _trimmed(value: str) -> str:
+    return value.strip()
+
+
+LABEL_PATTERN = TITLE_PATTERN
+"""A label: no NUL, and a character other than white space (so it is not empty trimmed)."""
+LabelText = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=LABEL_MAX, pattern=LABEL_PATTERN),
+    AfterValidator(storable),
+    AfterValidator(_trimmed),
+]
+"""A label as sent (in a body, a query or a path): 1-50 characters, as the schema says
+(length and pattern checked as sent), then trimmed."""
+Label = Annotated[LabelText, Field(description="1-50 characters, trimmed", examples=["errands"])]
+
+
+def distinct_labels(labels: list[str]) -> list[str]:
+    """A task's labels are unique without regard to case: a repeat (trimmed, in any case) is
+    dropped, the first spelling kept. No schema can say "unique without regard to case", so
+    a repeat is not refused."""
+    kept: dict[str, str] = {}
+    for label in labels:
+        kept.setdefault(label.lower(), label)
+    return list(kept.values())
+
+
+Labels = Annotated[
+    list[Label],
+    Field(
+        max_length=LABELS_PER_TASK,
+        description=(
+            "At most 20 names, unique without regard to case (a repeat is dropped, the first "
+            "spelling kept), in the order sent"
+        ),
+    ),
+    AfterValidator(distinct_labels),
+]
+
+
 class TaskCreate(BaseModel):
     """A new task. Read-only fields (id, user_id, timestamps) are ignored if sent."""
 
@@ -154,6 +235,8 @@ class TaskCreate(BaseModel):
     completed: bool = Field(default=False, strict=True)
     priority: Priority | None = None
     due_date: DueDate | None = None
+    list_id: ListId | None = None
+    labels: Labels = Field(default_factory=list)
 
 
 class TaskUpdate(BaseModel):
@@ -169,6 +252,8 @@ class TaskUpdate(BaseModel):
     completed: bool = Field(default=None, strict=True, json_schema_extra=_no_default)  # type: ignore[assignment]
     priority: Priority | None = None
     due_date: DueDate | None = None
+    list_id: ListId | None = None
+    labels: Labels | None = Field(default=None, description="The task's labels; null: none")
 
 
 # Drivers return UTC-aware values, except asyncpg at the very edge of the range
@@ -185,9 +270,14 @@ class TaskRead(BaseModel):
     completed: bool
     priority: Priority | None
     due_date: UTCDateTime | None
+    list_id: int | None = Field(description="The task's list; null: the inbox")
     user_id: str
     created_at: UTCDateTime
     updated_at: UTCDateTime
+    completed_at: UTCDateTime | None = Field(
+        description="When the task was last completed; null while it is not (read only)"
+    )
     version: int = Field(
         description="Grows on every write of the task; the `ETag` of single-task responses"
     )
+    labels: list[str] = Field(description="The task's labels, in the order they were set")

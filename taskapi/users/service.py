@@ -78,6 +78,10 @@ class UserProvisioner:
         )
         work.after_commit(lambda: self._remember(sub, profile))
 
+    def forget(self, sub: str) -> None:
+        """The user's row was deleted: provision it again on their next request."""
+        self._known.pop(sub, None)
+
     def _remember(self, sub: str, profile: Profile) -> None:
         if not self._cache_size:
             return

@@ -44,11 +44,16 @@ async def test_create_returns_201_with_location_and_full_task(client: httpx.Asyn
         "completed",
         "priority",
         "due_date",
+        "list_id",
         "user_id",
         "created_at",
         "updated_at",
+        "completed_at",
         "version",
+        "labels",
     }
+    assert task["list_id"] is None
+    assert task["completed_at"] is None
     assert task["version"] == 1
     assert response.headers["etag"] == '"1"'
 

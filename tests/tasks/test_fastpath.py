@@ -123,7 +123,7 @@ async def twins(
 
 
 _ID = re.compile(rb'"id":\d+')
-_TIMESTAMP = re.compile(rb'"(created_at|updated_at)":"[^"]*"')
+_TIMESTAMP = re.compile(rb'"(created_at|updated_at|completed_at)":"[^"]*"')
 _LOCATION = re.compile(rf"^{re.escape(TASKS)}/\d+$")
 
 

@@ -36,6 +36,7 @@ MOMENTS = st.datetimes(
 AWARE = MOMENTS.map(lambda moment: moment.replace(tzinfo=dt.UTC))  # what the service stores
 TIMESTAMPS = AWARE | MOMENTS
 FIELDS = tuple(TaskRead.model_fields)
+COLUMNS = FIELDS[:-1]  # the task's columns; `labels` are rows of task_labels
 
 
 def task_rows(timestamps: st.SearchStrategy[dt.datetime]) -> st.SearchStrategy[dict[str, Any]]:
@@ -48,10 +49,19 @@ def task_rows(timestamps: st.SearchStrategy[dt.datetime]) -> st.SearchStrategy[d
             "completed": st.booleans(),
             "priority": st.none() | st.sampled_from(["low", "medium", "high"]),
             "due_date": st.none() | timestamps,
+            "list_id": st.none() | st.integers(1, 2**63 - 1),
             "user_id": TEXT,
             "created_at": timestamps,
             "updated_at": timestamps,
+            "completed_at": st.none() | timestamps,
             "version": st.integers(1, 2**63 - 1),
+            "labels": st.lists(
+                st.text(
+                    st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=20
+                ),
+                max_size=3,
+                unique_by=str.lower,
+            ),
         }
     ).map(lambda row: {name: row[name] for name in FIELDS})
 
@@ -61,7 +71,7 @@ ROWS = task_rows(TIMESTAMPS)
 
 def test_rows_come_in_the_models_field_order() -> None:
     """What the byte-for-byte equality rests on: every task query selects these columns."""
-    assert tuple(column.name for column in service.COLUMNS) == FIELDS
+    assert (*(column.name for column in service.COLUMNS), "labels") == FIELDS
 
 
 @settings(max_examples=500, deadline=None)
@@ -91,10 +101,13 @@ def test_the_edges_of_the_range_and_zero_microseconds() -> None:
             "completed": True,
             "priority": None,
             "due_date": moment,
+            "list_id": None,
             "user_id": "u",
             "created_at": moment,
             "updated_at": moment,
+            "completed_at": moment,
             "version": 1,
+            "labels": ["a", "B"],
         }
         assert task_json(row) == TASK.dump_json(TASK.validate_python(row))
 
@@ -111,10 +124,13 @@ EDGE = {
     "completed": False,
     "priority": "low",
     "due_date": EARLIEST,
+    "list_id": None,
     "user_id": "ü\x02",
     "created_at": LATEST,
     "updated_at": dt.datetime(2026, 2, 10, 0, 0, 0, 10, tzinfo=dt.UTC),
+    "completed_at": LATEST,
     "version": 2**63 - 1,
+    "labels": ['"\\\b\f\n\r\t\x01\x1f\x7f', "é \u2028 😀"],
 }
 
 
@@ -141,11 +157,28 @@ class Postgres:
                     " ON CONFLICT DO NOTHING",
                     row["user_id"],
                 )
+                if row["list_id"] is not None:  # the task's list, of its owner
+                    await self.connection.execute(
+                        "INSERT INTO lists (id, user_id, name, created_at, updated_at)"
+                        " VALUES ($1, $2, 'l', now(), now()) ON CONFLICT DO NOTHING",
+                        row["list_id"],
+                        row["user_id"],
+                    )
                 await self.connection.execute(
-                    f"INSERT INTO tasks ({', '.join(FIELDS)})"
-                    f" VALUES ({', '.join(f'${n}' for n in range(1, len(FIELDS) + 1))})",
-                    *row.values(),
+                    f"INSERT INTO tasks ({', '.join(COLUMNS)})"
+                    f" VALUES ({', '.join(f'${n}' for n in range(1, len(COLUMNS) + 1))})",
+                    *[row[name] for name in COLUMNS],
                 )
+                for position, label in enumerate(row["labels"]):
+                    await self.connection.execute(
+                        "INSERT INTO task_labels (task_id, name_key, user_id, name, position)"
+                        " VALUES ($1, $2, $3, $4, $5)",
+                        row["id"],
+                        label.lower(),
+                        row["user_id"],
+                        label,
+                        position,
+                    )
             records = await self.connection.fetch(query.sql, *query.arguments(params))
             return [query.from_record(record) for record in records]
         finally:

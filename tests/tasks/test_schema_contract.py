@@ -6,6 +6,12 @@ converted to UTC (`0001-01-01T00:00:05+01:00`). The schema now states the cursor
 `pattern` matching exactly the cursors the service issues, which are exactly the ones it takes)
 and the dates' range (a `pattern` the `due_date` validator enforces to the letter). These
 tests read both patterns from the served `/openapi.json`, as a client would.
+
+Sorted or filtered task pages (issue 13) page with keyset cursors, which hold the last task's
+sort values and are bound to the sort and filters: the list's pattern is the id cursors'
+exact pattern or a keyset cursor's form, and a cursor of that form that was not issued for
+the request's sort and filters is a 422 naming `query.cursor` (declared, and allowed so in
+tests/fuzz). The lists' cursor (`/api/v1/lists`) is an id cursor: its pattern is exact.
 """
 
 from __future__ import annotations
@@ -24,18 +30,28 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from taskapi.app import create_app
-from taskapi.tasks.contract import MAX_TASK_ID, Cursor, InvalidCursorError
+from taskapi.tasks.contract import (
+    MAX_KEYSET_CURSOR_LENGTH,
+    MAX_TASK_ID,
+    SORT_FIELDS,
+    Cursor,
+    InvalidCursorError,
+    KeysetCursor,
+    TaskFilter,
+    parse_sort,
+)
 from taskapi.tasks.schemas import TaskCreate, TaskUpdate
 from tests.conftest import make_settings
 from tests.support.tokens import auth
 
 TASKS = "/api/v1/tasks"
+LISTS = "/api/v1/lists"
 ALICE = auth("alice")
 SCHEMA = create_app(make_settings("sqlite:///:memory:")).openapi()
 
 
-def _cursor_schema() -> dict[str, Any]:
-    (parameter,) = [p for p in SCHEMA["paths"][TASKS]["get"]["parameters"] if p["name"] == "cursor"]
+def _cursor_schema(path: str = LISTS) -> dict[str, Any]:
+    (parameter,) = [p for p in SCHEMA["paths"][path]["get"]["parameters"] if p["name"] == "cursor"]
     return dict(parameter["schema"])
 
 
@@ -47,9 +63,10 @@ def _due_date_schemas() -> list[dict[str, Any]]:
     return found
 
 
-def cursor_pattern() -> str:
-    """The cursor's pattern, at the parameter schema's top or in its string branch."""
-    schema = _cursor_schema()
+def cursor_pattern(path: str = LISTS) -> str:
+    """A cursor's pattern, at the parameter schema's top or in its string branch: by default
+    the id cursor's (the lists'), exact."""
+    schema = _cursor_schema(path)
     branches = [schema, *schema.get("anyOf", [])]
     patterns = [branch["pattern"] for branch in branches if "pattern" in branch]
     assert len(patterns) == 1, schema
@@ -122,17 +139,59 @@ def test_the_cursor_schema_has_an_anchored_pattern_within_its_length() -> None:
     assert _cursor_schema()["anyOf"][0]["maxLength"] >= len(Cursor.encode(MAX_TASK_ID))
 
 
+def test_the_task_lists_cursor_is_an_id_cursor_or_a_keyset_cursors_form() -> None:
+    assert cursor_pattern(TASKS) == (
+        f"^(?:{cursor_pattern()[1:-1]}|WyJrMSIs[A-Za-z0-9_-]{{1,{MAX_KEYSET_CURSOR_LENGTH - 8}}})$"
+    )
+    assert _cursor_schema(TASKS)["anyOf"][0]["maxLength"] == MAX_KEYSET_CURSOR_LENGTH
+
+
+def _page(**fields: Any) -> TaskFilter:
+    return TaskFilter(**fields)
+
+
+KEYSET_CURSORS = [
+    KeysetCursor((), 0, _page(has_due=True).digest()),
+    KeysetCursor((None,), MAX_TASK_ID, _page(sort=parse_sort("due_date")).digest()),
+    KeysetCursor((-0.607927,), 7, _page(search=("a",), sort=parse_sort("relevance")).digest()),
+    # The longest: every key, a title of 200 characters JSON escapes to 6 bytes each.
+    KeysetCursor(
+        (
+            datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+            3,
+            datetime(1, 1, 1, tzinfo=UTC),
+            datetime(2026, 1, 1, tzinfo=UTC),
+            datetime(2026, 1, 1, tzinfo=UTC),
+            "\x01" * 200,
+            -1.2345678901234567e-300,
+        ),
+        MAX_TASK_ID,
+        _page(search=("a",), sort=parse_sort(",".join(SORT_FIELDS))).digest(),
+    ),
+]
+
+
+@pytest.mark.parametrize("keyset", KEYSET_CURSORS)
+def test_every_issued_keyset_cursor_matches_the_task_lists_pattern(keyset: KeysetCursor) -> None:
+    cursor = keyset.encode()
+    assert len(cursor) <= MAX_KEYSET_CURSOR_LENGTH
+    assert allows(cursor_pattern(TASKS), cursor), cursor
+    assert not decodes(cursor)  # not an id cursor: the plain list refuses it
+
+
 def test_every_issued_cursor_matches() -> None:
     """Every id up to 1200, around each power of ten, and the last thousand of the range."""
     for last_id in ISSUED_IDS:
         cursor = Cursor.encode(last_id)
         assert allows(cursor_pattern(), cursor), (last_id, cursor)
+        assert allows(cursor_pattern(TASKS), cursor), (last_id, cursor)
         assert Cursor.decode(cursor) == last_id
 
 
 @pytest.mark.parametrize("cursor", list(REFUSED_CURSORS.values()), ids=list(REFUSED_CURSORS))
 def test_cursors_outside_the_pattern_are_refused(cursor: str) -> None:
     assert not allows(cursor_pattern(), cursor)
+    assert not allows(cursor_pattern(TASKS), cursor)
     assert not decodes(cursor)
 
 

@@ -47,7 +47,7 @@ export interface paths {
         };
         /**
          * List the user's tasks
-         * @description A page of the authenticated user's tasks, oldest first. When more follow, the `Link: <...>; rel="next"` header holds the URL of the next page.
+         * @description A page of the authenticated user's tasks, by default oldest first. Every filter combines with every other. When more follow, the `Link: <...>; rel="next"` header holds the URL of the next page; its cursor is bound to the sort and filters (a cursor used with others is 422).
          */
         get: operations["list_tasks_api_v1_tasks_get"];
         put?: never;
@@ -108,6 +108,102 @@ export interface paths {
         patch: operations["patch_task_api_v1_tasks__task_id__patch"];
         trace?: never;
     };
+    "/api/v1/lists": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List the user's lists */
+        get: operations["list_lists_api_v1_lists_get"];
+        put?: never;
+        /** Create a list */
+        post: operations["create_list_api_v1_lists_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/lists/{list_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get a list */
+        get: operations["get_list_api_v1_lists__list_id__get"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete a list and its tasks, or move them
+         * @description Without `move_tasks_to`, the list's tasks are deleted with it, in one transaction (each appears as a deletion in the change feed). With `move_tasks_to=<list id>` or `inbox` they are moved there first (each a change in the feed); a target that is not another of the caller's lists is 422 `LIST_NOT_FOUND`.
+         */
+        delete: operations["delete_list_api_v1_lists__list_id__delete"];
+        options?: never;
+        head?: never;
+        /** Rename a list */
+        patch: operations["rename_list_api_v1_lists__list_id__patch"];
+        trace?: never;
+    };
+    "/api/v1/me": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The caller's profile and counts */
+        get: operations["get_me_api_v1_me_get"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete every row of the caller
+         * @description Deletes the caller's profile, tasks, lists, labels, idempotency keys and deletions kept for the change feed, in one transaction. The next request with a token provisions the user afresh, with nothing.
+         */
+        delete: operations["delete_me_api_v1_me_delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/labels": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The caller's labels, with counts */
+        get: operations["list_labels_api_v1_labels_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/labels/{name}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post?: never;
+        /** Remove a label from all the caller's tasks */
+        delete: operations["delete_label_api_v1_labels__name__delete"];
+        options?: never;
+        head?: never;
+        /** Rename a label on all the caller's tasks */
+        patch: operations["rename_label_api_v1_labels__name__patch"];
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
@@ -143,6 +239,98 @@ export interface components {
             /** Code */
             code: string;
         };
+        /** LabelCount */
+        LabelCount: {
+            /** Name */
+            name: string;
+            /**
+             * Tasks
+             * @description How many of the caller's tasks carry it
+             */
+            tasks: number;
+        };
+        /** LabelRename */
+        LabelRename: {
+            /**
+             * Name
+             * @description 1-50 characters, trimmed
+             * @example errands
+             */
+            name: string;
+        };
+        /**
+         * ListRead
+         * @description A list as the API returns it.
+         */
+        ListRead: {
+            /** Id */
+            id: number;
+            /** Name */
+            name: string;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+        };
+        /**
+         * ListWrite
+         * @description A new list, or a list's new name (POST and PATCH).
+         */
+        ListWrite: {
+            /**
+             * Name
+             * @example Errands
+             */
+            name: string;
+        };
+        /**
+         * Me
+         * @description The caller as provisioned from their token, and how much they hold.
+         */
+        Me: {
+            /**
+             * Id
+             * @description The token's `sub`
+             */
+            id: string;
+            /** Email */
+            email: string | null;
+            /** Name */
+            name: string | null;
+            /** Avatar Url */
+            avatar_url: string | null;
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /**
+             * Updated At
+             * Format: date-time
+             */
+            updated_at: string;
+            /**
+             * Tasks
+             * @description How many tasks the caller has
+             */
+            tasks: number;
+            /**
+             * Completed Tasks
+             * @description How many of them are completed
+             */
+            completed_tasks: number;
+            /**
+             * Lists
+             * @description How many lists the caller has
+             */
+            lists: number;
+        };
         /**
          * Priority
          * @enum {string}
@@ -168,6 +356,13 @@ export interface components {
             priority?: components["schemas"]["Priority"] | null;
             /** Due Date */
             due_date?: string | null;
+            /** List Id */
+            list_id?: number | null;
+            /**
+             * Labels
+             * @description At most 20 names, unique without regard to case (a repeat is dropped, the first spelling kept), in the order sent
+             */
+            labels?: string[];
         };
         /**
          * TaskRead
@@ -185,6 +380,11 @@ export interface components {
             priority: components["schemas"]["Priority"] | null;
             /** Due Date */
             due_date: string | null;
+            /**
+             * List Id
+             * @description The task's list; null: the inbox
+             */
+            list_id: number | null;
             /** User Id */
             user_id: string;
             /**
@@ -198,10 +398,20 @@ export interface components {
              */
             updated_at: string;
             /**
+             * Completed At
+             * @description When the task was last completed; null while it is not (read only)
+             */
+            completed_at: string | null;
+            /**
              * Version
              * @description Grows on every write of the task; the `ETag` of single-task responses
              */
             version: number;
+            /**
+             * Labels
+             * @description The task's labels, in the order they were set
+             */
+            labels: string[];
         };
         /**
          * TaskUpdate
@@ -222,6 +432,13 @@ export interface components {
             priority?: components["schemas"]["Priority"] | null;
             /** Due Date */
             due_date?: string | null;
+            /** List Id */
+            list_id?: number | null;
+            /**
+             * Labels
+             * @description The task's labels; null: none
+             */
+            labels?: string[] | null;
         };
         /**
          * Tombstone
@@ -305,9 +522,29 @@ export interface operations {
                 completed?: boolean | null;
                 /** @description Only this priority */
                 priority?: components["schemas"]["Priority"] | null;
+                /** @description Only the tasks of this list (an id), or of the inbox (`inbox`) */
+                list_id?: string | null;
+                /** @description Only tasks due at or after this; ISO 8601, a value without offset is UTC */
+                due_after?: string | null;
+                /** @description Only tasks due before this; ISO 8601, a value without offset is UTC */
+                due_before?: string | null;
+                /** @description true: only tasks due before now and not completed; false: others */
+                overdue?: boolean | null;
+                /** @description Only tasks with (without) a due date */
+                has_due?: boolean | null;
+                /** @description Only tasks completed at or after this; ISO 8601, a value without offset is UTC */
+                completed_after?: string | null;
+                /** @description Only tasks completed before this; ISO 8601, a value without offset is UTC */
+                completed_before?: string | null;
+                /** @description Only tasks carrying this label (without regard to case); repeat it (up to 20 times): a task must carry all */
+                label?: string[] | null;
+                /** @description Search the title and description: every word (a run of letters and digits) must match a word, the last one as a prefix, without regard to case or accents. A `q` without a letter or digit has no words: it matches every task */
+                q?: string | null;
+                /** @description Comma-separated keys (a key repeated is redundant: the first decides): `due_date`, `priority` (high first), `created_at`, `updated_at`, `completed_at`, `title`, `relevance` (with `q`: the best match first; without, every task ranks alike); a leading `-` reverses one. Tasks without the value come last either way; `id` breaks ties */
+                sort?: string | null;
                 /** @description Page size */
                 limit?: number;
-                /** @description Opaque; from the previous page's Link */
+                /** @description Opaque; from the previous page's Link (bound to the sort and filters it was issued for: used with others, 422) */
                 cursor?: string | null;
             };
             header?: never;
@@ -327,6 +564,15 @@ export interface operations {
             };
             /** @description Missing, malformed, invalid or expired token */
             401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request target (path and query) is over 8 KiB: possible with the longest cursor, twenty labels and a search together */
+            414: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -868,6 +1114,721 @@ export interface operations {
             };
             /** @description `If-Match` does not name the task's current `ETag`: nothing was changed */
             412: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Request body larger than the configured limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Request body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `detail` names the offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit exceeded; see `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database or key set unavailable; see `Retry-After` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_lists_api_v1_lists_get: {
+        parameters: {
+            query?: {
+                /** @description Page size */
+                limit?: number;
+                /** @description Opaque; from the previous page's Link */
+                cursor?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ListRead"][];
+                };
+            };
+            /** @description Missing, malformed, invalid or expired token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `detail` names the offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit exceeded; see `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database or key set unavailable; see `Retry-After` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_list_api_v1_lists_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ListWrite"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ListRead"];
+                };
+            };
+            /** @description Request body is not parseable JSON (e.g. not UTF-8, or nested too deeply) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, malformed, invalid or expired token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Request body larger than the configured limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Request body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `detail` names the offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit exceeded; see `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database or key set unavailable; see `Retry-After` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_list_api_v1_lists__list_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The list's id */
+                list_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ListRead"];
+                };
+            };
+            /** @description Missing, malformed, invalid or expired token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description List not found, or owned by someone else (`LIST_NOT_FOUND`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `detail` names the offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit exceeded; see `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database or key set unavailable; see `Retry-After` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_list_api_v1_lists__list_id__delete: {
+        parameters: {
+            query?: {
+                /** @description Move the list's tasks to this list (an id) or `inbox` instead */
+                move_tasks_to?: string | null;
+            };
+            header?: never;
+            path: {
+                /** @description The list's id */
+                list_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Missing, malformed, invalid or expired token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description List not found, or owned by someone else (`LIST_NOT_FOUND`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input, or `move_tasks_to` names no other list of the caller's */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit exceeded; see `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database or key set unavailable; see `Retry-After` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    rename_list_api_v1_lists__list_id__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The list's id */
+                list_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ListWrite"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ListRead"];
+                };
+            };
+            /** @description Request body is not parseable JSON (e.g. not UTF-8, or nested too deeply) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, malformed, invalid or expired token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description List not found, or owned by someone else (`LIST_NOT_FOUND`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Request body larger than the configured limit */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Request body is not JSON */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `detail` names the offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit exceeded; see `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database or key set unavailable; see `Retry-After` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_me_api_v1_me_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Me"];
+                };
+            };
+            /** @description Missing, malformed, invalid or expired token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `detail` names the offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit exceeded; see `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database or key set unavailable; see `Retry-After` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_me_api_v1_me_delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Missing, malformed, invalid or expired token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `detail` names the offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit exceeded; see `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database or key set unavailable; see `Retry-After` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_labels_api_v1_labels_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LabelCount"][];
+                };
+            };
+            /** @description Missing, malformed, invalid or expired token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `detail` names the offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit exceeded; see `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database or key set unavailable; see `Retry-After` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_label_api_v1_labels__name__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The label, without regard to case */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Missing, malformed, invalid or expired token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No task of the caller carries this label (`LABEL_NOT_FOUND`) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Invalid input; `detail` names the offending field */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Rate limit exceeded; see `Retry-After` */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Database or key set unavailable; see `Retry-After` */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    rename_label_api_v1_labels__name__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The label, without regard to case */
+                name: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LabelRename"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LabelCount"];
+                };
+            };
+            /** @description Request body is not parseable JSON (e.g. not UTF-8, or nested too deeply) */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Missing, malformed, invalid or expired token */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No task of the caller carries this label (`LABEL_NOT_FOUND`) */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

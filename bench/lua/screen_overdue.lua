@@ -1,0 +1,3 @@
+-- wrk script: the "overdue" screen of a task app, one request (see common.lua, README "Screens")
+local c = dofile((os.getenv("BENCH_LUA_DIR") or "bench/lua") .. "/common.lua")
+c.workload(c.screen_overdue)

@@ -1,0 +1,1 @@
+"""Labels: `GET /api/v1/labels` (with counts), `PATCH`/`DELETE /api/v1/labels/{name}`."""
