@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from random import getrandbits
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -178,11 +177,8 @@ class EdgeMiddleware:
         # `send_with_headers` must not refer to itself: a closure that does is a reference
         # cycle holding the whole request (scope, protocol cycle, FastAPI's exit stacks) until
         # the cyclic GC runs, which then spent ~80 ms at a time freeing ~50k objects (p99 of
-        # every route ~110 ms instead of ~12 ms under load). The 429 goes through `headed`.
-        def headed(message: Message) -> Message:
-            message["headers"] = [*message.get("headers", ()), *extra, *app_headers]
-            return message
-
+        # every route ~110 ms instead of ~12 ms under load). The 429 goes through
+        # `_with_headers` on the server's own `send`.
         async def send_with_headers(message: Message) -> None:
             nonlocal started, refused
             if message["type"] == "http.response.start":
@@ -193,10 +189,10 @@ class EdgeMiddleware:
                     if refusal is not None:  # over its address's limit: the 429 instead
                         refused = True  # and the app's own body is dropped
                         await api_error_response(refusal)(
-                            scope, receive, _headed_send(send, headed)
+                            scope, receive, _with_headers(send, extra, app_headers)
                         )
                         return
-                message = headed(message)
+                message["headers"] = [*message.get("headers", ()), *extra, *app_headers]
             elif refused:
                 return
             await send(message)
@@ -233,12 +229,14 @@ class EdgeMiddleware:
         return replaying({"type": "http.request", "body": body, "more_body": False}, receive)
 
 
-def _headed_send(send: Send, headed: Callable[[Message], Message]) -> Send:
-    """A send that passes each response start through `headed` (adds the edge's headers)."""
+def _with_headers(
+    send: Send, extra: list[tuple[bytes, bytes]], app_headers: list[tuple[bytes, bytes]]
+) -> Send:
+    """A send that adds the edge's headers to the response's start."""
 
     async def send_headed(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message = headed(message)
+            message["headers"] = [*message.get("headers", ()), *extra, *app_headers]
         await send(message)
 
     return send_headed
