@@ -2,11 +2,12 @@
 
 A bare ASGI app that answers the benchmark's four requests (GET by id, a filtered list
 page, create, update) with exactly the statements the service runs for them (its compiled,
-PostgreSQL-rendered queries from `taskapi.tasks.service`), on connections handed out as
-the service hands them out (first come, first served; `DB_POOL_SIZE` of them), and sends
-the bytes PostgreSQL rendered. None of the service's features: the token is not verified
-(its `sub` is read from the payload, once per distinct header), no rate limit, no request
-id, no CORS, no validation beyond what the statements need, no error handling.
+PostgreSQL queries from `taskapi.tasks.queries`), on connections handed out as
+the service hands them out (first come, first served; `DB_POOL_SIZE` of them), and renders
+each row as the service does (`rendered_from_record`). None of the service's features: the
+token is not verified (its `sub` is read from the payload, once per distinct header), no
+rate limit, no request id, no CORS, no validation beyond what the statements need, no error
+handling.
 
 So no implementation of these requests, with these statements, on this server and these
 flags, can run the mix faster than this app: it shows how much of the mix's distance to
@@ -115,7 +116,9 @@ async def _run(query: Any, method: str, params: dict[str, Any]) -> Any:
 
 async def _get(owner: str, task_id: int) -> tuple[int, bytes, list[Any]]:
     row = await _run(service.GET_TASK, "fetchrow", {"owner_id": owner, "task_id": task_id})
-    return (404, b'{"detail":"not found"}', []) if row is None else (200, row["json"], [])
+    if row is None:
+        return 404, b'{"detail":"not found"}', []
+    return 200, rendered_from_record(row).json, []
 
 
 async def _list(owner: str, query: str) -> tuple[int, bytes, list[Any]]:
@@ -155,7 +158,7 @@ async def _create(owner: str, data: dict[str, Any]) -> tuple[int, bytes, list[An
         "owner_id": owner,  # the owner's change number (the change feed)
     }
     row = await _run(service.CREATE_TASK, "fetchrow", params)
-    return 201, row["json"], [(b"location", f"{PREFIX}/{row['id']}".encode())]
+    return 201, rendered_from_record(row).json, [(b"location", f"{PREFIX}/{row['id']}".encode())]
 
 
 async def _update(owner: str, task_id: int, data: dict[str, Any]) -> tuple[int, bytes, list[Any]]:
@@ -163,7 +166,9 @@ async def _update(owner: str, task_id: int, data: dict[str, Any]) -> tuple[int, 
     params = {f"new_{name}": value for name, value in data.items()}
     params.update(owner_id=owner, task_id=task_id)
     row = await _run(service.update_statement(frozenset(data)), "fetchrow", params)
-    return (404, b'{"detail":"not found"}', []) if row is None else (200, row["json"], [])
+    if row is None:
+        return 404, b'{"detail":"not found"}', []
+    return 200, rendered_from_record(row).json, []
 
 
 async def _lifespan(receive: Any, send: Any) -> None:

@@ -50,8 +50,10 @@ from taskapi.models import idempotency_keys, task_labels, task_tombstones, tasks
 from taskapi.tasks.contract import PRIORITY_RANK
 from taskapi.tasks.render import (
     LABELS_SQL,
+    RECORD_FIELDS,
     RankedTask,
     RenderedTask,
+    ranked_from_record,
     rendered_from_columns,
     rendered_from_record,
     task_json_sql,
@@ -79,8 +81,15 @@ LABELS: ColumnElement[Any] = literal_column(
 ).label("labels")
 TASK_COLUMNS = (*COLUMNS, LABELS)
 TASK_JSON_SQL = task_json_sql(COLUMNS, [("labels", LABELS_SQL)])
-# What PostgreSQL returns for a task: its id, its version and its JSON document.
-RENDERED = (tasks.c.id, tasks.c.version, TASK_JSON_SQL)
+"""PostgreSQL's rendering of a task, for the change feed (its pages mix tasks and tombstones)."""
+# What PostgreSQL returns for a task: its columns and its labels as an array, rendered by
+# `rendered_from_record`.
+LABEL_ARRAY: ColumnElement[Any] = literal_column(
+    "coalesce((SELECT array_agg(task_labels.name ORDER BY task_labels.position)"
+    " FROM task_labels WHERE task_labels.task_id = tasks.id), '{}')"
+).label("labels")
+RENDERED = (*COLUMNS, LABEL_ARRAY)
+assert tuple(str(column.name) for column in RENDERED) == RECORD_FIELDS
 MAX_ETAGS = 8
 """The most entity tags of one `If-Match` that are compared (more is a 422)."""
 
@@ -355,7 +364,7 @@ def page_statement(shape: PageShape) -> Query[RenderedTask | RankedTask]:
 
     sqlite, postgres = build(TASK_COLUMNS, False), build(RENDERED, True)
     if ranked:
-        return Query.shaped(sqlite, ranked_from_columns, postgres, RankedTask._make)
+        return Query.shaped(sqlite, ranked_from_columns, postgres, ranked_from_record)
     return Query.shaped(sqlite, rendered_from_columns, postgres, rendered_from_record)
 
 
