@@ -38,7 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.core import DATA, JWT_SECRET  # noqa: E402
+from bench.core import DATA  # noqa: E402
+from bench.servers import base_env  # noqa: E402
 
 User = tuple[str, list[str]]
 
@@ -170,17 +171,7 @@ def main() -> None:
     if shutil.which("valgrind") is None:
         raise SystemExit("needs valgrind: apt-get install valgrind")
     users = _users(DATA / "tokens.tsv")
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"{opts.pg_url.rstrip('/')}/{opts.db}",
-        "JWT_SECRET": JWT_SECRET,
-        "JWT_ALGORITHM": "HS256",
-        "ENVIRONMENT": "production",
-        "CORS_ORIGINS": '["http://localhost:3000"]',
-        "RATE_LIMIT_ENABLED": "true",
-        "RATE_LIMIT_PER_MINUTE": "100000000",
-        "RATE_LIMIT_BURST": "10000000",
-    }
+    env = {**os.environ, **base_env(f"{opts.pg_url.rstrip('/')}/{opts.db}")}
     for pair in opts.env:
         key, _, value = pair.partition("=")
         env[key] = value

@@ -15,11 +15,12 @@ from bench.options import Options
 from bench.processes import children, cmdline, descendants, free_port, kill_group, spawn
 
 
-def server_env(opts: Options, db: str) -> dict[str, str]:
+def base_env(database_url: str, pooler: bool = False) -> dict[str, str]:
+    """Every server's environment: the database, the bench's secret, production settings."""
     return {
-        "DATABASE_URL": opts.server_database_url(db),
+        "DATABASE_URL": database_url,
         # the ceilings and the floor send unnamed statements behind a pooler, as the service
-        "BENCH_POOLER": "1" if opts.pooler else "",
+        "BENCH_POOLER": "1" if pooler else "",
         "JWT_SECRET": JWT_SECRET,
         "JWT_ALGORITHM": "HS256",
         "ENVIRONMENT": "production",
@@ -30,8 +31,11 @@ def server_env(opts: Options, db: str) -> dict[str, str]:
         "RATE_LIMIT_PER_MINUTE": "100000000",
         "RATE_LIMIT_BURST": "10000000",
         "PYTHONUNBUFFERED": "1",
-        **dict(opts.env),
     }
+
+
+def server_env(opts: Options, db: str) -> dict[str, str]:
+    return {**base_env(opts.server_database_url(db), opts.pooler), **dict(opts.env)}
 
 
 _TRUE = frozenset({"1", "true", "t", "yes", "y", "on"})
