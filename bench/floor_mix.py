@@ -38,7 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from taskapi.db.postgres import run_unnamed
 from taskapi.tasks import queries as service
 from taskapi.tasks.contract import PREFIX, Cursor, next_link
-from taskapi.tasks.render import page_json, rendered_from_record
+from taskapi.tasks.queries import rendered_from_record
+from taskapi.tasks.render import page_json
 
 _JSON = (b"content-type", b"application/json")
 _state: dict[str, Any] = {}

@@ -50,12 +50,10 @@ from taskapi.models import idempotency_keys, task_labels, task_tombstones, tasks
 from taskapi.tasks.contract import PRIORITY_RANK
 from taskapi.tasks.render import (
     LABELS_SQL,
-    RECORD_FIELDS,
     RankedTask,
     RenderedTask,
-    ranked_from_record,
     rendered_from_columns,
-    rendered_from_record,
+    task_json,
     task_json_sql,
 )
 
@@ -82,14 +80,31 @@ LABELS: ColumnElement[Any] = literal_column(
 TASK_COLUMNS = (*COLUMNS, LABELS)
 TASK_JSON_SQL = task_json_sql(COLUMNS, [("labels", LABELS_SQL)])
 """PostgreSQL's rendering of a task, for the change feed (its pages mix tasks and tombstones)."""
-# What PostgreSQL returns for a task: its columns and its labels as an array, rendered by
-# `rendered_from_record`.
+# What PostgreSQL returns for a task: its columns and its labels as an array (in the
+# response model's field order), rendered by `rendered_from_record`.
 LABEL_ARRAY: ColumnElement[Any] = literal_column(
     "coalesce((SELECT array_agg(task_labels.name ORDER BY task_labels.position)"
     " FROM task_labels WHERE task_labels.task_id = tasks.id), '{}')"
 ).label("labels")
 RENDERED = (*COLUMNS, LABEL_ARRAY)
-assert tuple(str(column.name) for column in RENDERED) == RECORD_FIELDS
+TASK_FIELDS = tuple(str(column.name) for column in RENDERED)  # plain `str`s
+"""A task's fields in the response model's order: `RENDERED`'s and `TASK_COLUMNS`'s."""
+_VERSION = TASK_FIELDS.index("version")
+
+
+def rendered_from_record(record: Any) -> RenderedTask:
+    """A PostgreSQL record of `RENDERED`, rendered by orjson (why not in PostgreSQL's SQL:
+    docs/design.md, "The fast path")."""
+    document = task_json(dict(zip(TASK_FIELDS, record, strict=False)))
+    return RenderedTask(record[0], record[_VERSION], document)
+
+
+def ranked_from_record(record: Any) -> RankedTask:
+    """A PostgreSQL record of `RENDERED` and the rank after it, rendered by orjson."""
+    task_id, version, document = rendered_from_record(record)
+    return RankedTask(task_id, version, document, record[len(TASK_FIELDS)])
+
+
 MAX_ETAGS = 8
 """The most entity tags of one `If-Match` that are compared (more is a 422)."""
 
@@ -659,11 +674,8 @@ def _change_from_columns(row: Row) -> Change:
     if row["deleted"]:
         document = b'{"id":%d,"deleted":true,"version":%d}' % (row["id"], row["version"])
         return Change(row["change_seq"], row["id"], document)
-    task = {name: row[name] for name in _TASK_FIELDS}
+    task = {name: row[name] for name in TASK_FIELDS}
     return Change(row["change_seq"], row["id"], rendered_from_columns(task).json)
-
-
-_TASK_FIELDS = (*(str(column.name) for column in COLUMNS), "labels")  # plain `str`s
 
 
 def _change_from_record(record: Any) -> Change:

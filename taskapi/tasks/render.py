@@ -2,8 +2,8 @@
 
 Every task query returns `RenderedTask` rows (`taskapi.tasks.queries`), on either backend:
 
-- `task_json`: orjson, for the columns either backend returns (`rendered_from_record` for
-  PostgreSQL's records, `rendered_from_columns` for SQLite's rows);
+- `task_json`: orjson, for the columns either backend returns (`rendered_from_columns` for
+  SQLite's rows, `taskapi.tasks.queries.rendered_from_record` for PostgreSQL's records);
 - `task_json_sql`: PostgreSQL builds the document in its SQL, for the change feed (its
   pages mix tasks and tombstones). Why the others render in the worker: docs/design.md,
   "The fast path".
@@ -21,7 +21,7 @@ What the byte-for-byte equality rests on:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import orjson
 from sqlalchemy import (
@@ -71,46 +71,6 @@ def rendered_from_columns(row: Row) -> RenderedTask:
     if isinstance(labels, str | bytes):
         row["labels"] = orjson.loads(labels)
     return RenderedTask(row["id"], row["version"], task_json(row))
-
-
-RECORD_FIELDS = (
-    "id",
-    "title",
-    "description",
-    "completed",
-    "priority",
-    "due_date",
-    "list_id",
-    "user_id",
-    "created_at",
-    "updated_at",
-    "completed_at",
-    "version",
-    "labels",
-)
-"""A PostgreSQL task record's columns, in the response model's field order (`labels` an
-array); a relevance-sorted page's records have the rank after them."""
-_VERSION = RECORD_FIELDS.index("version")
-
-
-def rendered_from_record(record: Any) -> RenderedTask:
-    """A PostgreSQL task record of columns, rendered here.
-
-    PostgreSQL could render the document itself (`task_json_sql`), but that expression
-    costs it about twice the CPU of returning the columns (pgbench, GET by id: ~16k against
-    ~27k statements/s), more than orjson costs the worker, and behind a transaction pooler,
-    where every statement is parsed and planned again, more still (bench/README.md)."""
-    return RenderedTask(
-        record[0],
-        record[_VERSION],
-        orjson.dumps(dict(zip(RECORD_FIELDS, record, strict=False)), option=_JSON_OPTIONS),
-    )
-
-
-def ranked_from_record(record: Any) -> RankedTask:
-    """A PostgreSQL task record with its rank after the task's columns, rendered here."""
-    task_id, version, document = rendered_from_record(record)
-    return RankedTask(task_id, version, document, record[len(RECORD_FIELDS)])
 
 
 def page_json(rows: Sequence[RenderedTask | RankedTask]) -> bytes:

@@ -16,12 +16,8 @@ from pydantic import TypeAdapter
 
 from taskapi.db import Query
 from taskapi.tasks import queries as service
-from taskapi.tasks.render import (
-    page_json,
-    rendered_from_columns,
-    rendered_from_record,
-    task_json,
-)
+from taskapi.tasks.queries import rendered_from_record
+from taskapi.tasks.render import page_json, rendered_from_columns, task_json
 from taskapi.tasks.schemas import TaskRead
 
 TASK = TypeAdapter(TaskRead)
