@@ -8,7 +8,8 @@ What one run does (see bench/README.md):
   2. (re)creates the bench database (default ``taskapi_bench``; never ``test``)
      and migrates it with ``alembic upgrade head`` (the service's migrations);
   3. starts, as subprocesses on free loopback ports, under the SAME server and
-     flags (uvicorn, 1 worker, uvloop, httptools, no access log):
+     flags (uvicorn, 1 worker, uvloop, the production command's httptools protocol
+     ``taskapi.server:HttpToolsProtocol``, no access log):
        - the service      ``uvicorn main:app``
        - ceiling_static   bare ASGI, fixed JSON (the HTTP stack alone)
        - ceiling_query    bare ASGI, one asyncpg PK SELECT (one-query ceiling)

@@ -27,7 +27,7 @@ Request forms:
 
 Run:
     DATABASE_URL=... uvicorn bench.ceiling_query:app --loop uvloop \
-        --http httptools --workers 1 --no-access-log --port 8102
+        --http taskapi.server:HttpToolsProtocol --workers 1 --no-access-log --port 8102
 """
 
 from __future__ import annotations

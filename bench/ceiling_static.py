@@ -4,11 +4,11 @@ A bare ASGI app (no framework, no database) that answers every request with
 one fixed, pre-serialised task JSON.  Run it under exactly the same server and
 flags as the service, e.g.
 
-    uvicorn bench.ceiling_static:app --loop uvloop --http httptools \
+    uvicorn bench.ceiling_static:app --loop uvloop --http taskapi.server:HttpToolsProtocol \
         --workers 1 --no-access-log --port 8101
 
 Whatever the service reaches as a fraction of this number is the share of the
-HTTP stack (uvicorn + uvloop + httptools) in its cost per request.
+HTTP stack (uvicorn + uvloop + httptools, the service's protocol) in its cost per request.
 """
 
 from __future__ import annotations

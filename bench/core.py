@@ -22,7 +22,10 @@ JWT_SECRET = "bench-secret-0123456789abcdef0123456789abcdef"  # >= 32 chars, ben
 METRICS_TOKEN = "bench-metrics-0123456789abcdef0123456789abcdef"
 API = "/api/v1/tasks"
 LISTS = "/api/v1/lists"
-SERVER_FLAGS = ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+# The production command's HTTP protocol (README "Deploy"), for every server alike: its one
+# write per response lowers the ceilings as much as the service's cost.
+HTTP_PROTOCOL = "taskapi.server:HttpToolsProtocol"
+SERVER_FLAGS = ["--loop", "uvloop", "--http", HTTP_PROTOCOL, "--no-access-log"]
 
 
 def log(msg: str) -> None:

@@ -14,8 +14,8 @@ flags, can run the mix faster than this app: it shows how much of the mix's dist
 the one-query ceiling is the requests themselves (their SQL, their bytes), and how much
 is the service's features. `bench/run.py` measures it in the same run as the ceilings.
 
-    DATABASE_URL=... uvicorn bench.floor_mix:app --loop uvloop --http httptools \
-        --workers 1 --no-access-log --port 8103
+    DATABASE_URL=... uvicorn bench.floor_mix:app --loop uvloop \
+        --http taskapi.server:HttpToolsProtocol --workers 1 --no-access-log --port 8103
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ costs, start-up and shutdown cancelled out.
     make bench BENCH_ARGS="--quick --workloads get_by_id"   # seeds taskapi_bench, tokens.tsv
     .venv/bin/python bench/instructions.py                  # needs valgrind
     .venv/bin/python bench/instructions.py --env ACCESS_LOG=false
+    .venv/bin/python bench/instructions.py --keep /tmp/cg   # then callgrind_annotate
+    BENCH_DATA_DIR=../old/bench/.data .venv/bin/python bench/instructions.py \
+        --src ../old --db taskapi_bench_old --http httptools  # an older checkout
 
 It counts the worker's instructions only: PostgreSQL's work per statement is not in it
 (pgbench measures that; see bench/README.md). Under callgrind the worker runs ~50x slower,
@@ -38,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.core import DATA  # noqa: E402
+from bench.core import DATA, HTTP_PROTOCOL  # noqa: E402
 from bench.servers import base_env  # noqa: E402
 
 User = tuple[str, list[str]]
@@ -112,7 +115,7 @@ def _count(
         "--loop",
         "uvloop",
         "--http",
-        "httptools",
+        opts.http,
         "--no-access-log",
         "--workers",
         "1",
@@ -123,7 +126,7 @@ def _count(
     ]
     log = out.with_suffix(".log")
     with log.open("wb") as sink:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=sink, stderr=sink)
+        process = subprocess.Popen(command, cwd=opts.src, env=env, stdout=sink, stderr=sink)
     try:
         _wait_ready(port, process)
         rng = random.Random(7)
@@ -162,11 +165,28 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=2000, help="GETs of the second, longer run")
     ap.add_argument("--connections", type=int, default=8)
     ap.add_argument("--app", default="main:app")
+    ap.add_argument(
+        "--http",
+        default=HTTP_PROTOCOL,
+        help="uvicorn's --http (httptools for a checkout older than taskapi/server.py)",
+    )
+    ap.add_argument(
+        "--src",
+        type=Path,
+        default=ROOT,
+        help="the checkout whose service to count (another version, for an A/B)",
+    )
     ap.add_argument("--db", default="taskapi_bench", help="the seeded bench database")
     ap.add_argument(
         "--pg-url", default=os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432")
     )
     ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument(
+        "--keep",
+        type=Path,
+        metavar="DIR",
+        help="leave both profiles (short.out, long.out) in DIR for callgrind_annotate",
+    )
     opts = ap.parse_args()
     if shutil.which("valgrind") is None:
         raise SystemExit("needs valgrind: apt-get install valgrind")
@@ -176,9 +196,11 @@ def main() -> None:
         key, _, value = pair.partition("=")
         env[key] = value
     short, long = max(1, opts.requests // 5), opts.requests
-    with tempfile.TemporaryDirectory(prefix="bench-instructions-") as directory:
-        first = _count(short, users, opts, env, Path(directory) / "short.out")
-        second = _count(long, users, opts, env, Path(directory) / "long.out")
+    with tempfile.TemporaryDirectory(prefix="bench-instructions-") as scratch:
+        directory = opts.keep or Path(scratch)
+        directory.mkdir(parents=True, exist_ok=True)
+        first = _count(short, users, opts, env, directory / "short.out")
+        second = _count(long, users, opts, env, directory / "long.out")
     per_get = (second - first) / (long - short)
     extra = " ".join(opts.env) or "defaults"
     print(

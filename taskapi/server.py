@@ -16,6 +16,11 @@ uvicorn has no setting for:
   values (431), as it does under any server.
 - **Errors in the service's form.** What uvicorn answers with a plain-text 400 (malformed
   HTTP) is `400 {"detail", "code": "BAD_REQUEST"}` with the headers of every answer.
+- **One write per response.** uvicorn writes a response's head when the app starts it and
+  its body when the app sends it: two system calls and, with `TCP_NODELAY`, two TCP segments
+  for every answer, and two reads for the client. Here the head waits for the first body
+  message and goes out with it (`ResponseCycle`): one of each. uvicorn's own code still
+  frames the response and checks its headers; only where its bytes go differs.
 
 One timer per connection, re-armed when it fires rather than per request: a request costs a
 few attribute writes.
@@ -28,7 +33,7 @@ import logging
 from typing import Any
 
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HttpToolsProtocol
 from uvicorn.server import ServerState
 
@@ -83,6 +88,12 @@ class HttpToolsProtocol(_HttpToolsProtocol):
         self._messages = 0  # requests parsed whole
 
     # --- connection ------------------------------------------------------------------------
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        # uvicorn builds each request's cycle itself (`on_headers_complete`); its class, not
+        # its state, changes here, before the app gets its `send`.
+        cycle.__class__ = ResponseCycle
+        super()._start_asgi_task(cycle, app)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -232,3 +243,61 @@ class HttpToolsProtocol(_HttpToolsProtocol):
             cycle.disconnected = True
             cycle.message_event.set()
         self.transport.close()
+
+
+class _Collected:
+    """Stands in for the transport while uvicorn's `send` runs: keeps what it writes and
+    whether it closed the connection."""
+
+    __slots__ = ("closed", "parts", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.parts: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed or self.transport.is_closing()
+
+
+class ResponseCycle(RequestResponseCycle):
+    """uvicorn's request-response cycle, with a response's head written together with its
+    first body message (one `transport.write` per response, not two).
+
+    uvicorn's `send` runs unchanged (it checks the headers, frames the body, tracks the
+    content length, closes a connection that is not kept alive) against a stand-in
+    transport; this decides when its bytes are written: the head is held until the next
+    message, and written with it."""
+
+    _head = b""
+    """The response's head, held until its first body message (an instance attribute once
+    set)."""
+
+    async def send(self, message: Any) -> None:
+        if self.flow.write_paused and not self.disconnected:
+            await self.flow.drain()  # here, so that uvicorn's send does not wait below
+        transport = self.transport
+        collected = _Collected(transport)
+        self.transport = collected  # type: ignore[assignment]
+        starting = not self.response_started
+        try:
+            await RequestResponseCycle.send(self, message)
+        finally:
+            self.transport = transport
+            if starting and self.response_started and not collected.closed:
+                self._head = b"".join(collected.parts)  # until the body
+            else:
+                parts = collected.parts
+                if self._head:
+                    parts.insert(0, self._head)
+                    self._head = b""
+                if parts and not self.disconnected:
+                    transport.write(b"".join(parts))
+                if collected.closed:
+                    transport.close()

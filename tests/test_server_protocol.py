@@ -1,5 +1,6 @@
 """The service's HTTP protocol class in process, byte by byte: where its bounds on a request
-head lie exactly, and that what is within them (pipelined requests included) is served."""
+head lie exactly, that what is within them (pipelined requests included) is served, and that
+each response is written once, with the very bytes uvicorn's own protocol writes."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as UvicornProtocol
 from uvicorn.server import ServerState
 
 from taskapi.server import MAX_REQUEST_HEAD_BYTES, HttpToolsProtocol
@@ -21,12 +23,14 @@ class FakeTransport:
 
     def __init__(self) -> None:
         self.written = bytearray()
+        self.writes: list[bytes] = []
         self.closed = False
         self.paused = False
 
     def write(self, data: bytes) -> None:
         assert not self.closed, "write after close"
         self.written += data
+        self.writes.append(bytes(data))
 
     def close(self) -> None:
         self.closed = True
@@ -65,9 +69,11 @@ async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def connect(app: Any = echo_app) -> tuple[HttpToolsProtocol, FakeTransport]:
+def connect(
+    app: Any = echo_app, protocol_class: type[UvicornProtocol] = HttpToolsProtocol
+) -> tuple[UvicornProtocol, FakeTransport]:
     config = Config(app=app, lifespan="off", log_level="critical", server_header=False)
-    protocol = HttpToolsProtocol(config=config, server_state=ServerState(), app_state={})
+    protocol = protocol_class(config=config, server_state=ServerState(), app_state={})
     transport = FakeTransport()
     protocol.connection_made(transport)  # type: ignore[arg-type]
     return protocol, transport
@@ -197,3 +203,114 @@ async def test_a_bad_head_pipelined_behind_an_unanswered_request_closes_without_
     release.set()
     await until(lambda: not protocol.tasks)  # the app has finished
     assert not transport.written
+
+
+# --- one write per response ----------------------------------------------------------------
+
+
+async def streaming_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """No Content-Length: uvicorn frames the body in chunks, one per message."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    for part in (b"one", b"two", b""):
+        await send({"type": "http.response.body", "body": part, "more_body": bool(part)})
+
+
+async def empty_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """304 (a conditional GET's answer): no body at all."""
+    await send({"type": "http.response.start", "status": 304, "headers": [(b"etag", b'"3"')]})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def closing_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Asks for the connection to close after its answer, and yields between start and body."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", b"2"), (b"connection", b"close")],
+        }
+    )
+    await asyncio.sleep(0)
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def serve(
+    protocol_class: type[UvicornProtocol], app: Any, requests: bytes
+) -> FakeTransport:
+    protocol, transport = connect(app, protocol_class)
+    protocol.data_received(requests)
+    await until(lambda: transport.closed or (not protocol.tasks and not protocol.pipeline))
+    await asyncio.sleep(0)
+    return transport
+
+
+GET = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+PIPELINED = (
+    GET
+    + b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+    + b"HEAD /c HTTP/1.1\r\nHost: x\r\n\r\n"
+    + GET
+)
+
+
+@pytest.mark.parametrize(
+    ("app", "requests", "writes"),
+    [
+        (echo_app, GET, [1]),
+        (echo_app, PIPELINED, [1, 1, 1, 1]),  # the HEAD's answer is its head alone
+        (empty_app, GET + GET, [1, 1]),
+        (closing_app, GET, [1]),
+        (streaming_app, GET, [3]),  # head and first chunk, the second, the last chunk
+    ],
+    ids=["content-length", "pipelined-with-head", "no-body", "connection-close", "chunked"],
+)
+async def test_each_response_is_one_write_of_uvicorns_own_bytes(
+    app: Any, requests: bytes, writes: list[int]
+) -> None:
+    """Differential: the same requests through uvicorn's protocol and the service's give the
+    same bytes and the same closing; the service's writes a response (its head with its
+    first body message) in one write, where uvicorn's writes the head and body apart."""
+    theirs = await serve(UvicornProtocol, app, requests)
+    ours = await serve(HttpToolsProtocol, app, requests)
+    assert bytes(ours.written) == bytes(theirs.written)
+    assert ours.closed == theirs.closed
+    assert len(ours.writes) == sum(writes)
+    assert len(theirs.writes) > len(ours.writes)  # what this saves
+    if app is echo_app:
+        heads = [w for w in ours.writes if w.startswith(b"HTTP/1.1 200")]
+        assert len(heads) == len(writes)  # each write begins a response
+
+
+async def test_a_response_started_but_never_finished_closes_without_a_partial_head() -> None:
+    """The app starts an answer and fails: uvicorn closes the connection; the head it held
+    is never written (a client sees a closed connection, not a head without its body)."""
+
+    async def failing_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"9")]}
+        )
+        raise RuntimeError("failed after starting")
+
+    ours = await serve(HttpToolsProtocol, failing_app, GET)
+    assert ours.closed
+    assert not ours.written
+
+
+async def test_an_invalid_header_is_refused_as_uvicorn_refuses_it() -> None:
+    """uvicorn's checks of the app's headers still run: a header value with a line break
+    raises in the app's `send`, and nothing of that response is written."""
+    raised: list[BaseException] = []
+
+    async def bad_header_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        try:
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"x-a", b"1\r\nx")]}
+            )
+        except RuntimeError as error:
+            raised.append(error)
+            raise
+
+    ours = await serve(HttpToolsProtocol, bad_header_app, GET)
+    assert [str(error) for error in raised] == ["Invalid HTTP header value."]
+    assert ours.closed
+    assert not ours.written
