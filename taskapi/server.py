@@ -19,8 +19,7 @@ uvicorn has no setting for:
 - **One write per response.** uvicorn writes a response's head when the app starts it and
   its body when the app sends it: two system calls and, with `TCP_NODELAY`, two TCP segments
   for every answer, and two reads for the client. Here the head waits for the first body
-  message and goes out with it (`ResponseCycle`): one of each. uvicorn's own code still
-  frames the response and checks its headers; only where its bytes go differs.
+  message and goes out with it (`ResponseCycle`): one of each, the same bytes.
 
 One timer per connection, re-armed when it fires rather than per request: a request costs a
 few attribute writes.
@@ -33,8 +32,14 @@ import logging
 from typing import Any
 
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import (
+    HEADER_RE,
+    HEADER_VALUE_RE,
+    STATUS_LINE,
+    RequestResponseCycle,
+)
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _HttpToolsProtocol
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 from uvicorn.server import ServerState
 
 from taskapi.app import ServiceApp
@@ -245,59 +250,107 @@ class HttpToolsProtocol(_HttpToolsProtocol):
         self.transport.close()
 
 
-class _Collected:
-    """Stands in for the transport while uvicorn's `send` runs: keeps what it writes and
-    whether it closed the connection."""
-
-    __slots__ = ("closed", "parts", "transport")
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
-        self.parts: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        self.parts.append(data)
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed or self.transport.is_closing()
-
-
 class ResponseCycle(RequestResponseCycle):
-    """uvicorn's request-response cycle, with a response's head written together with its
-    first body message (one `transport.write` per response, not two).
-
-    uvicorn's `send` runs unchanged (it checks the headers, frames the body, tracks the
-    content length, closes a connection that is not kept alive) against a stand-in
-    transport; this decides when its bytes are written: the head is held until the next
-    message, and written with it."""
+    """uvicorn's request-response cycle (0.54's `send`, the same bytes) with a response's
+    head held until its first body message and written with it: one `transport.write` per
+    response, not two. Its header checks run on all names at once and all values at once
+    (the same rules, a fraction of the regular-expression calls). A response that fails
+    after its start (a body longer or shorter than its `Content-Length`, an app that raises)
+    is never half-written: uvicorn closes the connection, and the held head goes nowhere.
+    `tests/test_server_protocol.py` compares its bytes with uvicorn's own protocol's."""
 
     _head = b""
-    """The response's head, held until its first body message (an instance attribute once
-    set)."""
+    """The response's head until its first body message (an instance attribute once set)."""
 
     async def send(self, message: Any) -> None:
         if self.flow.write_paused and not self.disconnected:
-            await self.flow.drain()  # here, so that uvicorn's send does not wait below
-        transport = self.transport
-        collected = _Collected(transport)
-        self.transport = collected  # type: ignore[assignment]
-        starting = not self.response_started
-        try:
-            await RequestResponseCycle.send(self, message)
-        finally:
-            self.transport = transport
-            if starting and self.response_started and not collected.closed:
-                self._head = b"".join(collected.parts)  # until the body
-            else:
-                parts = collected.parts
-                if self._head:
-                    parts.insert(0, self._head)
-                    self._head = b""
-                if parts and not self.disconnected:
-                    transport.write(b"".join(parts))
-                if collected.closed:
-                    transport.close()
+            await self.flow.drain()
+        if self.disconnected:
+            return
+        kind = message["type"]
+        if not self.response_started:
+            if kind != "http.response.start":
+                raise RuntimeError(
+                    f"Expected ASGI message 'http.response.start', but got '{kind}'."
+                )
+            self.response_started = True
+            self.waiting_for_100_continue = False
+            self._head = self._response_head(message)
+            return
+        if self.response_complete:
+            raise RuntimeError(
+                f"Unexpected ASGI message '{kind}' sent, after response already completed."
+            )
+        if kind != "http.response.body":
+            raise RuntimeError(f"Expected ASGI message 'http.response.body', but got '{kind}'.")
+        body: bytes = message.get("body", b"")
+        more_body = message.get("more_body", False)
+        head, self._head = self._head, b""
+        if self.scope["method"] == "HEAD":
+            self.expected_content_length = 0
+            data = head
+        elif self.chunked_encoding:
+            data = head + (b"%x\r\n%b\r\n" % (len(body), body) if body else b"")
+            if not more_body:
+                data += b"0\r\n\r\n"
+        else:
+            if len(body) > self.expected_content_length:
+                raise RuntimeError("Response content longer than Content-Length")
+            self.expected_content_length -= len(body)
+            data = head + body
+        if data:
+            self.transport.write(data)
+        if not more_body:
+            if self.expected_content_length != 0:
+                raise RuntimeError("Response content shorter than Content-Length")
+            self.response_complete = True
+            self.message_event.set()
+            if not self.keep_alive:
+                self.transport.close()
+            self.on_response()
+
+    def _response_head(self, message: Any) -> bytes:
+        """The status line and headers of `message` (`http.response.start`), as uvicorn's
+        `send` writes them, and the framing they ask for."""
+        status_code: int = message["status"]
+        headers = self.default_headers + list(message.get("headers", []))
+        if self.access_log:
+            self.access_logger.info(
+                '%s - "%s %s HTTP/%s" %d',
+                get_client_addr(self.scope),
+                self.scope["method"],
+                get_path_with_query_string(self.scope),
+                self.scope["http_version"],
+                status_code,
+            )
+        if HEADER_RE.search(b"".join([name for name, _ in headers])):
+            raise RuntimeError("Invalid HTTP header name.")
+        if HEADER_VALUE_RE.search(b"".join([value for _, value in headers])):
+            raise RuntimeError("Invalid HTTP header value.")
+        content = [STATUS_LINE[status_code]]
+        has_connection_close = False
+        for name, value in headers:
+            name = name.lower()
+            if name == b"content-length" and self.chunked_encoding is None:
+                self.expected_content_length = int(value.decode())
+                self.chunked_encoding = False
+            elif name == b"transfer-encoding" and value.lower() == b"chunked":
+                self.expected_content_length = 0
+                self.chunked_encoding = True
+            elif name == b"connection":
+                connection = [token.lower().strip() for token in value.split(b",")]
+                if b"close" in connection:
+                    self.keep_alive = False
+                    has_connection_close = True
+            content.extend([name, b": ", value, b"\r\n"])
+        if not self.keep_alive and not has_connection_close:
+            content.append(b"connection: close\r\n")
+        if (
+            self.chunked_encoding is None
+            and self.scope["method"] != "HEAD"
+            and status_code not in (204, 304)
+        ):
+            self.chunked_encoding = True  # neither content-length nor transfer-encoding
+            content.append(b"transfer-encoding: chunked\r\n")
+        content.append(b"\r\n")
+        return b"".join(content)

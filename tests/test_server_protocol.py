@@ -234,9 +234,7 @@ async def closing_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": b"ok"})
 
 
-async def serve(
-    protocol_class: type[UvicornProtocol], app: Any, requests: bytes
-) -> FakeTransport:
+async def serve(protocol_class: type[UvicornProtocol], app: Any, requests: bytes) -> FakeTransport:
     protocol, transport = connect(app, protocol_class)
     protocol.data_received(requests)
     await until(lambda: transport.closed or (not protocol.tasks and not protocol.pipeline))
@@ -292,6 +290,25 @@ async def test_a_response_started_but_never_finished_closes_without_a_partial_he
         raise RuntimeError("failed after starting")
 
     ours = await serve(HttpToolsProtocol, failing_app, GET)
+    assert ours.closed
+    assert not ours.written
+
+
+async def test_a_body_longer_than_its_content_length_is_never_half_written() -> None:
+    raised: list[BaseException] = []
+
+    async def overlong_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+        )
+        try:
+            await send({"type": "http.response.body", "body": b"too long"})
+        except RuntimeError as error:
+            raised.append(error)
+            raise
+
+    ours = await serve(HttpToolsProtocol, overlong_app, GET)
+    assert [str(error) for error in raised] == ["Response content longer than Content-Length"]
     assert ours.closed
     assert not ours.written
 
