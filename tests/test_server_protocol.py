@@ -294,40 +294,38 @@ async def test_a_response_started_but_never_finished_closes_without_a_partial_he
     assert not ours.written
 
 
-async def test_a_body_longer_than_its_content_length_is_never_half_written() -> None:
+def start(*headers: tuple[bytes, bytes]) -> dict[str, Any]:
+    return {"type": "http.response.start", "status": 200, "headers": list(headers)}
+
+
+@pytest.mark.parametrize(
+    ("messages", "error"),
+    [
+        ([start((b"x-a", b"1\r\nx"))], "Invalid HTTP header value."),
+        ([start((b"x a", b"1"))], "Invalid HTTP header name."),
+        (
+            [start((b"content-length", b"2")), {"type": "http.response.body", "body": b"long"}],
+            "Response content longer than Content-Length",
+        ),
+    ],
+    ids=["header-value", "header-name", "body-too-long"],
+)
+async def test_a_response_uvicorn_refuses_is_never_half_written(
+    messages: list[dict[str, Any]], error: str
+) -> None:
+    """uvicorn's checks of what the app sends still run (the app's `send` raises what
+    uvicorn's raises), and nothing of that response is written."""
     raised: list[BaseException] = []
 
-    async def overlong_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
-        )
+    async def refused_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         try:
-            await send({"type": "http.response.body", "body": b"too long"})
-        except RuntimeError as error:
-            raised.append(error)
+            for message in messages:
+                await send(message)
+        except RuntimeError as failure:
+            raised.append(failure)
             raise
 
-    ours = await serve(HttpToolsProtocol, overlong_app, GET)
-    assert [str(error) for error in raised] == ["Response content longer than Content-Length"]
-    assert ours.closed
-    assert not ours.written
-
-
-async def test_an_invalid_header_is_refused_as_uvicorn_refuses_it() -> None:
-    """uvicorn's checks of the app's headers still run: a header value with a line break
-    raises in the app's `send`, and nothing of that response is written."""
-    raised: list[BaseException] = []
-
-    async def bad_header_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        try:
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": [(b"x-a", b"1\r\nx")]}
-            )
-        except RuntimeError as error:
-            raised.append(error)
-            raise
-
-    ours = await serve(HttpToolsProtocol, bad_header_app, GET)
-    assert [str(error) for error in raised] == ["Invalid HTTP header value."]
+    ours = await serve(HttpToolsProtocol, refused_app, GET)
+    assert [str(failure) for failure in raised] == [error]
     assert ours.closed
     assert not ours.written
