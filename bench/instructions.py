@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.core import DATA, HTTP_PROTOCOL  # noqa: E402
+from bench.core import DATA, HTTP_PROTOCOL, SERVER_FLAGS  # noqa: E402
 from bench.servers import base_env  # noqa: E402
 
 User = tuple[str, list[str]]
@@ -112,11 +112,7 @@ def _count(
         "-m",
         "uvicorn",
         opts.app,
-        "--loop",
-        "uvloop",
-        "--http",
-        opts.http,
-        "--no-access-log",
+        *_server_flags(opts.http),
         "--workers",
         "1",
         "--host",
@@ -144,6 +140,13 @@ def _count(
     if found is None:
         raise SystemExit(f"callgrind reported no count (see {log})")
     return int(found[1])
+
+
+def _server_flags(http: str) -> list[str]:
+    """The bench's flags for every server (`SERVER_FLAGS`), with `--http` set to `http`."""
+    flags = list(SERVER_FLAGS)
+    flags[flags.index("--http") + 1] = http
+    return flags
 
 
 def _pick(users: list[User], rng: random.Random) -> tuple[str, str]:
